@@ -1,0 +1,10 @@
+"""gpunet: latency-tiered neural architecture search for GPUs (NVIDIA's GPUNet, reproduced).
+
+Importing the package registers the hub models with timm (`timm.create_model("gpunet_1")`).
+"""
+
+from gpunet.models.registry import register_released
+
+__version__ = "0.1.0"
+
+register_released()

@@ -1,0 +1,1 @@
+"""Search: searchers (ask/tell over a pool of encodings) and synthetic objectives."""

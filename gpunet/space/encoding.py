@@ -1,0 +1,143 @@
+"""The integer encoding of Table 2: vector <-> Architecture (stage level) -> NetworkSpec.
+
+Every digit is the 0-based index into its field's list of choices in the search space (so a
+digit's range is 0..len(choices)-1 and Sobol sampling and the searchers treat all digits alike).
+`Architecture` keeps every stage, including 0-layer ones, so `encode(decode(v)) == v` holds for
+every valid vector even though a 0-layer stage does not change the network.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from gpunet.space.space import FIELD_ORDER, SearchSpace
+from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage with every hyper-parameter chosen."""
+
+    index: int
+    block: str
+    stride: int
+    filters: int
+    kernel: int
+    expansion: float
+    se: bool
+    act: str
+    layers: int
+
+
+@dataclass(frozen=True)
+class Architecture:
+    resolution: int
+    stages: tuple[StageConfig, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Check an encoding and return it as int64; a ValueError names the first bad digit."""
+    digits = space.digits
+    values = np.asarray(vector, dtype=object) if not isinstance(vector, (str, bytes)) else None
+    if values is None or values.ndim != 1:
+        raise ValueError(f"an encoding is a flat sequence of {len(digits)} integers, got {vector!r}")
+    if len(values) != len(digits):
+        raise ValueError(f"an encoding of search space {space.name!r} has {len(digits)} digits, "
+                         f"got {len(values)}")
+    out = np.empty(len(digits), dtype=np.int64)
+    for digit, value in zip(digits, values):
+        allowed = f"allowed 0..{len(digit.choices) - 1} (an index into {list(digit.choices)})"
+        integral = isinstance(value, numbers.Integral) or (
+            isinstance(value, numbers.Real) and float(value).is_integer())
+        if isinstance(value, (bool, np.bool_)) or not integral:
+            raise ValueError(f"digit {digit.position} ({digit.meaning}) is {value!r}, not an "
+                             f"integer; {allowed}")
+        if not 0 <= int(value) < len(digit.choices):
+            raise ValueError(f"digit {digit.position} ({digit.meaning}) is {int(value)}, out of "
+                             f"range; {allowed}")
+        out[digit.position] = int(value)
+    return out
+
+
+def decode(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> Architecture:
+    """Encoding -> Architecture."""
+    v = validate(space, vector)
+    chosen: dict[tuple[int | None, str], object] = {
+        (d.stage, d.field): d.choices[v[d.position]] for d in space.digits}
+    stages, filters = [], 0
+    for s in space.stages:
+        values = {}
+        for name in FIELD_ORDER:
+            if name == "filters" and s.shares_filters:
+                values[name] = filters
+            elif s.fields[name].searched:
+                values[name] = chosen[(s.index, name)]
+            else:
+                values[name] = s.fields[name].fixed_value
+        filters = int(values["filters"])
+        stages.append(StageConfig(s.index, s.block, s.stride, filters, int(values["kernel"]),
+                                  float(values["expansion"]), bool(values["se"]),
+                                  str(values["act"]), int(values["layers"])))
+    return Architecture(int(chosen[(None, "resolution")]), tuple(stages))
+
+
+def encode(space: SearchSpace, arch: Architecture) -> np.ndarray:
+    """Architecture -> encoding; a ValueError names the value that is not in the space."""
+    if len(arch.stages) != len(space.stages):
+        raise ValueError(f"architecture has {len(arch.stages)} stages, space {space.name!r} has "
+                         f"{len(space.stages)}")
+    out = np.empty(space.length, dtype=np.int64)
+    out[0] = _index_of(space.resolutions, arch.resolution, "resolution")
+    position = 1
+    for s, stage in zip(space.stages, arch.stages):
+        if s.shares_filters and stage.filters != arch.stages[s.index - 1].filters:
+            raise ValueError(f"stage {s.index} shares its filters with stage {s.index - 1}: "
+                             f"{stage.filters} != {arch.stages[s.index - 1].filters}")
+        for name in FIELD_ORDER:
+            if name not in s.fields:
+                continue
+            field, value = s.fields[name], getattr(stage, name)
+            where = f"stage {s.index} {name}"
+            if field.searched:
+                out[position] = _index_of(field.choices, value, where)
+                position += 1
+            elif value != field.fixed_value:
+                raise ValueError(f"{where} is fixed at {field.fixed_value!r} in space "
+                                 f"{space.name!r}, got {value!r}")
+    return out
+
+
+def _index_of(choices: Sequence, value: object, where: str) -> int:
+    for i, choice in enumerate(choices):
+        if choice == value:
+            return i
+    raise ValueError(f"{where} = {value!r} is not in the search space; allowed {list(choices)}")
+
+
+def architecture_to_spec(arch: Architecture, head_width: int, num_classes: int = 1000,
+                         name: str | None = None) -> NetworkSpec:
+    """Stage-level architecture -> layer-level spec. The first layer of a stage takes its stride."""
+    layers, in_channels = [], 3
+    for stage in arch.stages:
+        for j in range(stage.layers):
+            layers.append(LayerSpec(stage.block, in_channels, stage.filters,
+                                    stage.stride if j == 0 else 1, stage.kernel, stage.act,
+                                    stage.expansion, stage.se, stage.index))
+            in_channels = stage.filters
+    return NetworkSpec(arch.resolution, tuple(layers), HeadSpec(in_channels, head_width, num_classes),
+                       name=name)
+
+
+def encoding_to_spec(space: SearchSpace, vector: Sequence[int] | np.ndarray,
+                     num_classes: int = 1000) -> NetworkSpec:
+    """Encoding -> NetworkSpec, the path every consumer of an encoding takes."""
+    v = validate(space, vector)
+    name = f"{space.name}-" + "-".join(str(int(x)) for x in v)
+    return architecture_to_spec(decode(space, v), space.head_width, num_classes, name=name)
