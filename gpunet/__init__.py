@@ -1,10 +1,13 @@
 """gpunet: latency-tiered neural architecture search for GPUs (NVIDIA's GPUNet, reproduced).
 
-Importing the package registers the hub models with timm (`timm.create_model("gpunet_1")`).
+Importing the package registers the hub models with timm (`timm.create_model("gpunet_1")`):
+NVIDIA's released GPUNets and every network a finished search added to the hub.
 """
 
+from gpunet.hub.table import register_hub_models
 from gpunet.models.registry import register_released
 
 __version__ = "0.1.0"
 
 register_released()
+register_hub_models()

@@ -1,0 +1,128 @@
+"""The model hub: a latency-tiered table of networks (paper §1, §5), loadable with timm.
+
+Two sources, one table:
+  * NVIDIA's released GPUNets (`released.yaml`, shipped with the package), and
+  * the best network of every finished search per (device, tier, dataset), written to the hub
+    directory (`$GPUNET_HUB_DIR`, default ~/.cache/gpunet/hub): `hub.yaml` plus one spec JSON
+    per entry.
+Every entry is registered with timm at `import gpunet`, so `timm.create_model(name)` builds it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig
+
+from gpunet.space.spec import NetworkSpec, load_spec
+
+RELEASED_TABLE = Path(__file__).with_name("released.yaml")
+
+
+def hub_dir() -> Path:
+    return Path(os.environ.get("GPUNET_HUB_DIR", "~/.cache/gpunet/hub")).expanduser()
+
+
+@dataclass
+class HubEntry:
+    name: str
+    tier: str
+    dataset: str
+    top1: float | None
+    resolution: int
+    latency_ms: dict[str, float]  # device -> latency on that device
+    source: str = "search"
+    spec_file: str | None = None  # searched entries: the spec JSON beside hub.yaml
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def spec(self, directory: Path | None = None) -> NetworkSpec:
+        if self.spec_file is None:
+            from gpunet.space.nvidia import released_spec
+
+            return released_spec(self.name)
+        return load_spec((directory or hub_dir()) / self.spec_file)
+
+
+def _read(path: Path) -> list[HubEntry]:
+    if not path.exists():
+        return []
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+        return [HubEntry(**item) for item in items]
+    except (yaml.YAMLError, TypeError) as err:
+        raise ValueError(f"the hub table {path} is not a list of hub entries: {err}") from err
+
+
+def load_hub(directory: Path | None = None) -> list[HubEntry]:
+    """Released entries, then searched ones."""
+    return _read(RELEASED_TABLE) + _read((directory or hub_dir()) / "hub.yaml")
+
+
+def entry_name(device: str, tier: str, dataset: str) -> str:
+    """A timm-safe name (timm reads '.' as a pretrained tag): gpunet_cpu_0p5ms_digits."""
+    return f"gpunet_{device}_{tier}_{dataset}".replace(".", "p").replace("-", "_").lower()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | None = None) -> HubEntry:
+    """Put a search's best network in the hub, replacing the entry of the same (device, tier,
+    dataset) only when the new one is more accurate."""
+    directory = Path(cfg.hub.dir).expanduser() if directory is None else directory
+    name = entry_name(cfg.device.name, cfg.tier.name, cfg.data.name)
+    entry = HubEntry(name=name, tier=str(cfg.tier.name), dataset=str(cfg.data.name),
+                     top1=float(best["val_top1"]), resolution=int(best["resolution"]),
+                     latency_ms={str(cfg.device.name): float(best["measured_latency_ms"])},
+                     spec_file=f"{name}.json",
+                     details={"est_latency_ms": best["est_latency_ms"],
+                              "backend": str(cfg.latency.name), "params": best["params"],
+                              "macs": best["macs"], "encoding": best["encoding"],
+                              "search_space": str(cfg.search_space.name)})
+    entries = _read(directory / "hub.yaml")
+    current = next((e for e in entries if e.name == name), None)
+    if current is not None and (current.top1 or 0.0) >= entry.top1:
+        return current
+    spec = NetworkSpec.from_dict({**best["spec"], "name": name})
+    _write_atomic(directory / entry.spec_file, spec.to_json())
+    entries = [e for e in entries if e.name != name] + [entry]
+    _write_atomic(directory / "hub.yaml",
+                  yaml.safe_dump([asdict(e) for e in entries], sort_keys=False))
+    from gpunet.models.registry import register_spec
+
+    register_spec(name, lambda: entry.spec(directory))
+    return entry
+
+
+def query(entries: list[HubEntry], device: str | None = None, budget_ms: float | None = None,
+          dataset: str | None = None) -> list[HubEntry]:
+    """Entries measured on `device` within `budget_ms`, most accurate first."""
+    chosen = [e for e in entries
+              if (device is None or device in e.latency_ms)
+              and (dataset is None or e.dataset == dataset)
+              and (budget_ms is None or (device is not None and e.latency_ms[device] <= budget_ms)
+                   or (device is None and min(e.latency_ms.values()) <= budget_ms))]
+    return sorted(chosen, key=lambda e: -(e.top1 or 0.0))
+
+
+def register_hub_models(directory: Path | None = None) -> None:
+    """Register every searched hub entry with timm (released ones are registered separately)."""
+    from gpunet.models.registry import register_spec
+
+    directory = directory or hub_dir()
+    try:
+        entries = _read(directory / "hub.yaml")
+    except ValueError:
+        return  # a broken user table must not break `import gpunet`; the CLI reports it
+    for entry in entries:
+        register_spec(entry.name, lambda entry=entry: entry.spec(directory))

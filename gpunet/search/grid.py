@@ -1,0 +1,42 @@
+"""Split a command line into the grid of searches it asks for (ablations).
+
+`searcher=lamcts_bo,random seed=0,1,2` is six searches: every combination of the comma-separated
+(discrete sweep) overrides, each with all the plain overrides. Range/interval sweeps are refused:
+a search is not a grid search over a continuous knob.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    overrides: tuple[str, ...]  # every override of this search, plain ones included
+    varying: tuple[str, ...]  # only the ones that differ between searches of the grid
+
+    @property
+    def label(self) -> str:
+        """A directory-safe name of this point of the grid."""
+        text = ",".join(self.varying) or "search"
+        return "".join(c if c.isalnum() or c in "=,._-" else "_" for c in text).replace("/", "_")
+
+
+def grid_points(arguments: list[str]) -> list[GridPoint]:
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    fixed: list[str] = []
+    sweeps: list[list[str]] = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise HydraException(f"the gpunet sweeper takes comma-separated choices for "
+                                     f"ablation grids, not range/interval sweeps: {override.input_line}")
+            sweeps.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            fixed.append(f"{key}={override.get_value_element_as_str()}")
+    return [GridPoint(tuple(fixed) + combo, combo) for combo in itertools.product(*sweeps)]

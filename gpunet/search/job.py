@@ -1,0 +1,40 @@
+"""One job of a search: evaluate one candidate (train it, or a synthetic objective) in a worker.
+
+This runs wherever the Hydra launcher puts it (a local process, a SLURM node, a Ray worker), so
+it only reads its composed config and returns a plain dict the sweeper records in the journal.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from gpunet.space import encoding_to_spec, space_from_config
+
+
+def run_trial(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate `cfg.trial.encoding`; failures come back as a status, not an exception."""
+    if cfg.trial.encoding is None:
+        raise ValueError("a search job needs trial.encoding: run `python -m gpunet.search` "
+                         "(multirun with the gpunet sweeper), not a single job")
+    start = time.perf_counter()
+    space = space_from_config(cfg.search_space)
+    encoding = [int(x) for x in cfg.trial.encoding]
+    if cfg.objective.name == "train":
+        from gpunet.train.run import fit_candidate
+
+        spec = encoding_to_spec(space, encoding, num_classes=int(cfg.data.num_classes))
+        result = fit_candidate(cfg, spec, Path(HydraConfig.get().runtime.output_dir))
+        out = {"status": result.status, "value": result.best_top1, "curve": list(result.curve),
+               "error": result.error, "epochs": result.epochs}
+    else:
+        from gpunet.search.objectives import evaluate_objective
+
+        value = evaluate_objective(cfg.objective, encoding, space.cardinalities)
+        out = {"status": "completed", "value": float(value), "curve": [], "error": None}
+    out["duration_s"] = time.perf_counter() - start
+    return out

@@ -1,0 +1,88 @@
+"""The search journal: one JSON object per line, appended, and the whole state of a search.
+
+Each line is a trial's state at one moment (`running` when handed to the launcher, then
+`completed`, `pruned` or `failed`); the last line of a trial number wins. Appending whole lines
+with flush + fsync means a killed sweeper loses at most the line it was writing, which `load`
+skips, so re-running the search resumes from what the journal says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FINISHED = ("completed", "pruned", "failed")
+
+
+@dataclass
+class Trial:
+    number: int
+    job: int
+    encoding: list[int]
+    est_latency_ms: float
+    status: str = "running"
+    value: float | None = None
+    curve: list[float] = field(default_factory=list)
+    duration_s: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def observed_value(self) -> float:
+        """What the searcher sees: the value, or NaN for a failure."""
+        if self.status == "failed" or self.value is None or not math.isfinite(self.value):
+            return math.nan
+        return float(self.value)
+
+
+class Journal:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def append(self, trial: Trial) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        trial.time = time.time()
+        line = json.dumps(asdict(trial), allow_nan=True) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def load(self) -> dict[int, Trial]:
+        """Latest state of every trial, in trial-number order."""
+        trials: dict[int, Trial] = {}
+        if not self.path.exists():
+            return trials
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                trial = Trial(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue  # a line cut short by a kill
+            trials[trial.number] = trial
+        return dict(sorted(trials.items()))
+
+    def finished_in_order(self) -> list[Trial]:
+        """Finished trials in the order they finished: the searcher's observation history."""
+        latest = self.load()
+        order: list[int] = []
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if item.get("status") in FINISHED and item["number"] not in order:
+                    order.append(item["number"])
+        return [latest[n] for n in order if latest[n].finished]

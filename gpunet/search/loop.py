@@ -1,0 +1,154 @@
+"""One search (paper §3, Fig. 2): a tier's pool, a searcher, and batches of jobs on a launcher.
+
+The server side of the paper's client/server design: propose a batch, hand it to the Hydra
+launcher (local processes, SLURM, Ray), record every result in the journal, repeat. The journal
+is the state, so a re-run with the same directory resumes: finished trials are replayed into a
+fresh searcher (same seed -> same next proposals), interrupted ones run again in their own
+directories (so training resumes from their checkpoints), and the budget counts every trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from gpunet.search.journal import Journal, Trial
+from gpunet.search.searchers import make_searcher
+from gpunet.space import space_from_config
+
+log = logging.getLogger(__name__)
+
+
+class TooManyFailures(RuntimeError):
+    """The share of failed trials went over `search.max_failure_rate`."""
+
+
+@dataclass
+class TierPool:
+    encodings: np.ndarray  # (M, D) int16
+    latencies_ms: np.ndarray  # (M,)
+
+    def index_of(self, encoding: Sequence[int]) -> int:
+        hits = np.flatnonzero((self.encodings == np.asarray(encoding)).all(axis=1))
+        if hits.size == 0:
+            raise ValueError(f"encoding {list(encoding)} from the journal is not in this tier's "
+                             "pool: the journal was written by a search with another space, "
+                             "table, tier or pool seed; use a new sweep directory")
+        return int(hits[0])
+
+
+def load_tier_pool(cfg: DictConfig) -> TierPool:
+    """Make sure the latency table exists (build what is missing), then take the tier's pool."""
+    from gpunet.latency.build import ensure_table
+    from gpunet.latency.stratify import tier_pool
+
+    space = space_from_config(cfg.search_space)
+    table = ensure_table(cfg)
+    encodings, latencies = tier_pool(space, table, cfg.tier, n=int(cfg.search.pool_samples),
+                                     seed=int(cfg.search.pool_seed),
+                                     cache_dir=Path(cfg.search.pool_cache_dir))
+    return TierPool(encodings, latencies)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path) -> list[str]:
+    """The overrides of one trial's job: the search's own, the candidate, and its directory."""
+    return [*base,
+            f"trial.number={trial.number}",
+            f"trial.encoding=[{','.join(str(int(x)) for x in trial.encoding)}]",
+            f"search.dir={_quote(str(search_dir))}",
+            f"hydra.sweep.dir={_quote(str(search_dir / 'trials'))}",
+            f"hydra.sweep.subdir={trial.number:04d}"]
+
+
+def _record(trial: Trial, ret: JobReturn) -> Trial:
+    if ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, dict):
+        result = dict(ret.return_value)
+        trial.status = result.pop("status", "completed")
+        trial.value = result.pop("value", None)
+        trial.curve = list(result.pop("curve", []) or [])
+        trial.error = result.pop("error", None)
+        trial.duration_s = result.pop("duration_s", None)
+        trial.extra = result
+        if trial.status != "failed" and (trial.value is None or not math.isfinite(trial.value)):
+            trial.status, trial.error = "failed", trial.error or f"non-finite value {trial.value}"
+    else:
+        trial.status = "failed"
+        error = ret._return_value if ret.status == JobStatus.FAILED else ret.return_value
+        trial.error = f"{type(error).__name__}: {error}"
+    return trial
+
+
+def run_search(cfg: DictConfig, overrides: Sequence[str], search_dir: Path, launcher: Launcher,
+               batch_size: int, pool: TierPool | None = None) -> list[Trial]:
+    """Run (or resume) one search in `search_dir`; returns every trial, finished or not."""
+    settings = cfg.search
+    pool = pool or load_tier_pool(cfg)
+    space = space_from_config(cfg.search_space)
+    searcher = make_searcher(cfg.searcher, pool.encodings, space.cardinalities, int(cfg.seed))
+    journal = Journal(search_dir / "journal.jsonl")
+    for trial in journal.finished_in_order():
+        searcher.observe([pool.index_of(trial.encoding)], [trial.observed_value])
+    trials = journal.load()
+    n_trials = int(settings.n_trials)
+    finished = sum(t.finished for t in trials.values())
+    if trials:
+        log.info("resuming %s: %d trials finished, %d interrupted", search_dir, finished,
+                 sum(not t.finished for t in trials.values()))
+    progress = tqdm(total=n_trials, initial=min(finished, n_trials), desc=search_dir.name,
+                    unit="trial", dynamic_ncols=True)
+    try:
+        while finished < n_trials:
+            batch = [t for t in trials.values() if not t.finished][:batch_size]
+            if not batch:
+                chosen = searcher.propose(min(batch_size, n_trials - finished))
+                if chosen.size == 0:
+                    log.warning("the tier's pool is exhausted after %d trials", finished)
+                    break
+                first = max(trials, default=-1) + 1
+                batch = [Trial(first + i, -1, pool.encodings[idx].tolist(),
+                               float(pool.latencies_ms[idx])) for i, idx in enumerate(chosen)]
+            next_job = max((t.job for t in trials.values()), default=-1) + 1
+            for offset, trial in enumerate(batch):
+                trial.job, trial.status = next_job + offset, "running"
+                journal.append(trial)
+                trials[trial.number] = trial
+            returns = launcher.launch([job_overrides(overrides, t, search_dir) for t in batch],
+                                      initial_job_idx=next_job)
+            for trial, ret in zip(batch, returns, strict=True):
+                journal.append(_record(trial, ret))
+                searcher.observe([pool.index_of(trial.encoding)], [trial.observed_value])
+                if trial.status == "failed":
+                    log.warning("trial %d failed: %s", trial.number, trial.error)
+            finished = sum(t.finished for t in trials.values())
+            progress.update(min(finished, n_trials) - progress.n)
+            progress.set_postfix(best=f"{searcher.best_value:.4g}",
+                                 failed=sum(t.status == "failed" for t in trials.values()))
+            _check_failures(list(trials.values()), settings)
+    finally:
+        progress.close()
+    return list(trials.values())
+
+
+def _check_failures(trials: list[Trial], settings: DictConfig) -> None:
+    done = [t for t in trials if t.finished]
+    failed = [t for t in done if t.status == "failed"]
+    if len(done) < int(settings.min_trials_before_failure_check) or not failed:
+        return
+    rate = len(failed) / len(done)
+    if rate > float(settings.max_failure_rate):
+        raise TooManyFailures(
+            f"stopping the search: {len(failed)} of {len(done)} trials failed ({rate:.0%} > "
+            f"search.max_failure_rate={settings.max_failure_rate}); last error: {failed[-1].error}")

@@ -1,0 +1,152 @@
+"""What a finished search leaves in its directory: results.csv, best.yaml, best.onnx, plots."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from gpunet.models import build_model, export_onnx, spec_cost  # noqa: E402
+from gpunet.search.journal import Trial  # noqa: E402
+from gpunet.space import encoding_to_spec, space_from_config  # noqa: E402
+
+log = logging.getLogger(__name__)
+CSV_FIELDS = ["number", "job", "status", "value", "est_latency_ms", "duration_s", "epochs",
+              "error", "encoding"]
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results_csv(path: Path, trials: list[Trial]) -> None:
+    rows = [{"number": t.number, "job": t.job, "status": t.status, "value": t.value,
+             "est_latency_ms": round(t.est_latency_ms, 6), "duration_s": t.duration_s,
+             "epochs": t.extra.get("epochs"), "error": t.error,
+             "encoding": "-".join(str(x) for x in t.encoding)} for t in trials]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def best_trial(trials: list[Trial]) -> Trial | None:
+    scored = [t for t in trials if t.status in ("completed", "pruned") and t.value is not None]
+    return max(scored, key=lambda t: t.value) if scored else None
+
+
+def best_so_far(trials: list[Trial]) -> np.ndarray:
+    values = [t.observed_value for t in sorted(trials, key=lambda t: t.number) if t.finished]
+    return np.fmax.accumulate(np.array(values, dtype=float)) if values else np.array([])
+
+
+def plot_convergence(path: Path, trials: list[Trial], metric: str) -> None:
+    finished = sorted((t for t in trials if t.finished), key=lambda t: t.number)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(range(1, len(finished) + 1), [t.observed_value for t in finished], s=12,
+               alpha=0.5, label="trial")
+    ax.plot(range(1, len(finished) + 1), best_so_far(finished), color="C3", label="best so far")
+    ax.set(xlabel="trials", ylabel=metric, title="Search convergence")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str,
+                          band: tuple[float, float] | None) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for status, color in (("completed", "C0"), ("pruned", "C1"), ("failed", "C3")):
+        chosen = [t for t in trials if t.status == status]
+        if chosen:
+            values = [t.value if t.value is not None and status != "failed" else np.nan
+                      for t in chosen]
+            ax.scatter([t.est_latency_ms for t in chosen], values, s=14, c=color, label=status)
+    best = best_trial(trials)
+    if best is not None:
+        ax.scatter([best.est_latency_ms], [best.value], marker="*", s=200, c="gold",
+                   edgecolors="k", label="best", zorder=3)
+    if band is not None:
+        ax.axvspan(*band, color="grey", alpha=0.15, label="tier")
+    ax.set(xlabel="estimated latency (ms)", ylabel=metric, title="Latency vs " + metric)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str) -> dict[str, Any]:
+    """best.yaml (encoding, spec, latencies, value, params, MACs) and best.onnx."""
+    from gpunet.latency.build import measure_network
+
+    space = space_from_config(cfg.search_space)
+    num_classes = int(cfg.data.num_classes) if cfg.objective.name == "train" else 1000
+    spec = encoding_to_spec(space, best.encoding, num_classes=num_classes)
+    cost = spec_cost(spec)
+    onnx_path = export_onnx(build_model(spec), search_dir / "best.onnx",
+                            (1, 3, spec.resolution, spec.resolution))
+    summary = {
+        "trial": best.number, metric: best.value, "status": best.status,
+        "encoding": [int(x) for x in best.encoding],
+        "est_latency_ms": best.est_latency_ms,
+        "measured_latency_ms": float(measure_network(spec, cfg)),
+        "latency_context": {"device": cfg.device.name, "backend": cfg.latency.name},
+        "params": cost.params, "macs": cost.macs, "resolution": spec.resolution,
+        "onnx": onnx_path.name, "spec": spec.to_dict(),
+    }
+    _atomic_text(search_dir / "best.yaml", yaml.safe_dump(summary, sort_keys=False))
+    return summary
+
+
+def write_outputs(search_dir: Path, trials: list[Trial], cfg: DictConfig) -> dict[str, Any] | None:
+    """Everything a finished (or stopped) search leaves behind; returns the best summary."""
+    metric = "val_top1" if cfg.objective.name == "train" else f"{cfg.objective.name}_value"
+    write_results_csv(search_dir / "results.csv", trials)
+    band = (float(cfg.tier.target_ms) - float(cfg.tier.tolerance_ms),
+            float(cfg.tier.target_ms) + float(cfg.tier.tolerance_ms))
+    plot_convergence(search_dir / "convergence.png", trials, metric)
+    plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, metric, band)
+    best = best_trial(trials)
+    if best is None:
+        log.warning("no trial of %s finished with a value: no best.yaml", search_dir)
+        return None
+    return write_best(search_dir, best, cfg, metric)
+
+
+def write_comparison(sweep_dir: Path, searches: dict[str, list[Trial]]) -> None:
+    """An ablation grid ends with one table and one plot comparing its searches."""
+    rows = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, trials in searches.items():
+        curve = best_so_far(trials)
+        best = best_trial(trials)
+        rows.append({"search": label, "trials": sum(t.finished for t in trials),
+                     "failed": sum(t.status == "failed" for t in trials),
+                     "best_value": None if best is None else best.value,
+                     "best_est_latency_ms": None if best is None else best.est_latency_ms,
+                     "best_encoding": None if best is None else "-".join(map(str, best.encoding))})
+        if curve.size:
+            ax.plot(range(1, curve.size + 1), curve, label=label)
+    ax.set(xlabel="trials", ylabel="best so far", title="Ablation: best value vs trials")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(sweep_dir / "comparison.png", dpi=120)
+    plt.close(fig)
+    with open(sweep_dir / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
