@@ -1,0 +1,38 @@
+"""`python -m gpunet.train arch=gpunet_1 data=imagefolder data.root=/data/imagenet recipe=gpunet`
+
+Trains one network (a hub name, an encoding of `search_space`, or a spec JSON) and prints and
+returns its best val top-1, so Hydra multirun sweeps (`-m recipe.lr=0.03,0.06`) can compare them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from gpunet.models import resolve_spec
+from gpunet.paths import CONF_DIR
+from gpunet.space import space_from_config
+from gpunet.train.run import fit_candidate
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    spec = resolve_spec(cfg.arch, space_from_config(cfg.search_space))
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = fit_candidate(cfg, spec, output_dir)
+    if result.status == "failed":
+        raise RuntimeError(f"training {cfg.arch} failed after {result.epochs} epochs: {result.error}")
+    log.info("%s: %s after %d epochs, best val top-1 %.4f (checkpoint %s)", cfg.arch, result.status,
+             result.epochs, result.best_top1, result.checkpoint)
+    print(f"best_val_top1={result.best_top1:.4f}")
+    return result.best_top1
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Lightning callbacks of a candidate's run: its learning curve, and the median stopping rule that
+drops unpromising candidates early (paper §3.3.2). Both keep their state in the checkpoint, so a
+resumed run has its whole curve and a pruned run stays pruned."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+CURVE_METRIC = "val/top1"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temp file, then rename: a reader (or a kill) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class CurveRecorder(Callback):
+    """Val top-1 after each validation, saved to `path` (JSON) for searches to read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.curve: list[float] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.curve.append(float(trainer.callback_metrics[CURVE_METRIC]))
+        write_json_atomic(self.path, {"metric": CURVE_METRIC, "curve": self.curve})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": list(self.curve)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curve = list(state_dict["curve"])
+
+
+def read_completed_curves(journal: Path) -> list[list[float]]:
+    """Curves of the completed trials in a search's JSONL journal; a line being written by another
+    process (or otherwise unreadable) is skipped, and a missing journal has none."""
+    if not journal.is_file():
+        return []
+    curves = []
+    for line in journal.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("status") == "completed" and record.get("curve"):
+            curves.append([float(v) for v in record["curve"]])
+    return curves
+
+
+def median_stop(curve: Sequence[float], completed: Sequence[Sequence[float]], grace_epochs: int,
+                min_completed: int) -> bool:
+    """The median stopping rule (Golovin et al., Vizier 2017): after `grace_epochs`, stop when the
+    best value so far is below the median of the completed trials' running means at this epoch."""
+    t = len(curve)
+    if t <= grace_epochs or len(completed) < min_completed:
+        return False
+    running_means = [statistics.fmean(c[:t]) for c in completed]
+    return max(curve) < statistics.median(running_means)
+
+
+class MedianStopping(Callback):
+    """Stops the run (status "pruned") when `median_stop` says so against the search's journal."""
+
+    def __init__(self, recorder: CurveRecorder, journal: Path, grace_epochs: int,
+                 min_completed: int) -> None:
+        self.recorder, self.journal = recorder, Path(journal)
+        self.grace_epochs, self.min_completed = grace_epochs, min_completed
+        self.pruned = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.pruned:  # resumed from a pruned run's checkpoint
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch + 1 >= trainer.max_epochs:
+            return
+        if median_stop(self.recorder.curve, read_completed_curves(self.journal), self.grace_epochs,
+                       self.min_completed):
+            self.pruned = trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pruned": self.pruned}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pruned = bool(state_dict["pruned"])

@@ -1,0 +1,109 @@
+"""Train one candidate: what one job of a search (and `python -m gpunet.train`) runs.
+
+`fit_candidate` resumes from `output_dir/last.ckpt` when a previous attempt left one, returns a
+failed result instead of raising when the loss goes NaN or memory runs out, and stops early
+(status "pruned") when the median stopping rule is configured and says so.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from gpunet.space.spec import NetworkSpec
+from gpunet.train.callbacks import CURVE_METRIC, CurveRecorder, MedianStopping
+from gpunet.train.data import build_datamodule
+from gpunet.train.loggers import build_loggers
+from gpunet.train.module import CandidateModule
+from gpunet.train.recipe import precision
+
+Status = Literal["completed", "failed", "pruned"]
+LAST_CKPT = "last.ckpt"
+CURVE_FILE = "curve.json"
+
+
+@dataclass
+class TrainResult:
+    """What a search records about a trial. `best_top1` is the best val top-1 so far, a fraction
+    in [0, 1] (of the EMA weights when EMA is on), None when no epoch finished; `curve` is the val
+    top-1 after each epoch."""
+
+    status: Status
+    best_top1: float | None
+    curve: list[float] = field(default_factory=list)
+    epochs: int = 0
+    error: str | None = None
+    checkpoint: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "checkpoint": str(self.checkpoint) if self.checkpoint else None}
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA OOM has its own type; a failed CPU allocation is a RuntimeError that says so."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[CurveRecorder, MedianStopping | None,
+                                                                 ModelCheckpoint, list]:
+    """Curve, optional median stopping (after the curve: it reads it), checkpoints, lr monitor."""
+    recorder = CurveRecorder(output_dir / CURVE_FILE)
+    stop = cfg.early_stop
+    stopper = (MedianStopping(recorder, Path(stop.journal), stop.grace_epochs, stop.min_completed)
+               if stop.journal else None)
+    checkpoint = ModelCheckpoint(dirpath=output_dir, filename="best", monitor=CURVE_METRIC, mode="max",
+                                 save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks = [recorder, *([stopper] if stopper else []), checkpoint,
+                 LearningRateMonitor(logging_interval="epoch")]
+    return recorder, stopper, checkpoint, callbacks
+
+
+def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> TrainResult:
+    """Train `spec` with cfg's data, recipe, device, logger, seed, early_stop and trainer nodes;
+    checkpoints, curve.json and logs go to `output_dir`. Bad config or data raises at once."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    resolution = cfg.data.resolution or spec.resolution
+    datamodule = build_datamodule(cfg.data, cfg.recipe, resolution,
+                                  pin_memory=cfg.device.accelerator == "gpu")
+    module = CandidateModule(spec, datamodule.num_classes, cfg.recipe)
+    recorder, stopper, checkpoint, callbacks = build_callbacks(cfg, output_dir)
+    run_config = {**OmegaConf.to_container(cfg, resolve=True), "spec": spec.to_dict(),
+                  "resolution": resolution}
+    loggers = build_loggers(cfg.logger, output_dir, run_config, spec.name or output_dir.name)
+    trainer = L.Trainer(default_root_dir=output_dir, max_epochs=cfg.recipe.epochs,
+                        accelerator=cfg.device.accelerator, precision=precision(cfg.recipe, cfg.device),
+                        callbacks=callbacks, logger=loggers, **cfg.trainer)
+    last = output_dir / LAST_CKPT
+    status: Status = "completed"
+    error = None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
+        if stopper is not None and stopper.pruned:
+            status = "pruned"
+    except Exception as err:
+        if not (isinstance(err, FloatingPointError) or is_out_of_memory(err)):
+            raise
+        status, error = "failed", f"{type(err).__name__}: {err}"
+    finally:
+        if cfg.logger.name == "wandb":
+            import wandb
+
+            wandb.finish()
+        del trainer, module
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    curve = recorder.curve
+    return TrainResult(status, max(curve) if curve else None, list(curve), len(curve), error,
+                       best if best and best.is_file() else None)

@@ -1,0 +1,156 @@
+"""Recipe, data, early-stopping rule and logger settings of the trainer, without training."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from timm.optim import RMSpropTF
+
+from gpunet.paths import CONF_DIR
+from gpunet.train.callbacks import median_stop, read_completed_curves
+from gpunet.train.data import build_datamodule
+from gpunet.train.loggers import run_id, wandb_mode
+from gpunet.train.recipe import build_optimizer, build_scheduler, precision, scaled_lr
+
+GPUNET = OmegaConf.load(CONF_DIR / "recipe" / "gpunet.yaml")
+PROXY = OmegaConf.load(CONF_DIR / "recipe" / "proxy.yaml")
+
+
+def data_cfg(group_file: str, **overrides) -> OmegaConf:
+    cfg = OmegaConf.load(CONF_DIR / "data" / f"{group_file}.yaml")
+    return OmegaConf.merge(cfg, overrides)
+
+
+def test_gpunet_recipe_is_the_papers_table_5() -> None:
+    table5 = {"sched": "step", "decay_epochs": 2.4, "decay_rate": 0.97, "opt": "rmsproptf",
+              "batch_size": 192, "epochs": 450, "opt_eps": 1e-3, "warmup_lr": 1e-6,
+              "weight_decay": 1e-5, "drop": 0.3, "drop_path": 0.2, "ema": True, "ema_decay": 0.9999,
+              "aa": "rand-m9-mstd0.5", "remode": "pixel", "reprob": 0.2, "lr": 0.06, "amp": True,
+              "crop_pct": 1.0, "lr_base_batch": 1536, "smoothing": 0.1}
+    assert {k: GPUNET[k] for k in table5} == table5
+    assert set(GPUNET) == set(PROXY), "both recipes must set the same knobs"
+
+
+def test_optimizer_and_step_schedule_follow_the_recipe() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer(model, GPUNET, global_batch=384)
+    assert isinstance(opt, RMSpropTF)
+    assert scaled_lr(GPUNET, 384) == pytest.approx(0.015)
+    assert opt.defaults["eps"] == 1e-3
+    assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 1e-5}  # no decay on bias/BN
+    sched = build_scheduler(opt, GPUNET, updates_per_epoch=10)
+    lrs = {}
+    for epoch in (0, 3, 4, 5, 10):
+        sched.step(epoch)
+        lrs[epoch] = opt.param_groups[0]["lr"]
+    assert lrs[0] == pytest.approx(1e-6)  # warm-up starts at warmup_lr
+    for epoch in (3, 4, 5, 10):  # after warm-up: x0.97 every 2.4 epochs
+        assert lrs[epoch] == pytest.approx(0.015 * 0.97 ** math.floor(epoch / 2.4))
+
+
+def test_proxy_schedule_warms_up_per_update_within_the_run() -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer(model, PROXY, global_batch=PROXY.batch_size)
+    sched = build_scheduler(opt, PROXY, updates_per_epoch=20)
+    sched.step_update(10)
+    mid_warmup = opt.param_groups[0]["lr"]
+    sched.step_update(20)
+    peak = scaled_lr(PROXY, PROXY.batch_size)
+    assert 0 < mid_warmup < peak and opt.param_groups[0]["lr"] == pytest.approx(peak, rel=0.05)
+    sched.step_update(20 * PROXY.epochs)
+    assert opt.param_groups[0]["lr"] == pytest.approx(PROXY.min_lr, abs=1e-7)
+
+
+def test_precision_comes_from_the_device_when_the_recipe_uses_amp() -> None:
+    gpu = OmegaConf.create({"train_precision": "16-mixed"})
+    assert precision(GPUNET, gpu) == "16-mixed"
+    assert precision(OmegaConf.merge(GPUNET, {"amp": False}), gpu) == "32-true"
+
+
+def test_digits_are_upsampled_rgb_with_a_fixed_split() -> None:
+    dm = build_datamodule(data_cfg("digits"), PROXY, resolution=32)
+    assert dm.num_classes == 10 and (len(dm.train), len(dm.val)) == (1437, 360)
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (PROXY.batch_size, 3, 32, 32) and y.dtype == torch.int64
+    again = build_datamodule(data_cfg("digits"), PROXY, resolution=32)
+    assert (again.val.labels == dm.val.labels).all() and (again.val.images == dm.val.images).all()
+
+
+def test_fake_data_has_the_configured_shape() -> None:
+    dm = build_datamodule(data_cfg("fake", num_classes=7, train_size=40, val_size=8), PROXY, 48)
+    x, y = next(iter(dm.val_dataloader()))
+    assert dm.num_classes == 7 and x.shape == (8, 3, 48, 48) and int(y.max()) < 7
+
+
+def write_tree(root, splits=("train", "val"), classes=("cat", "dog"), per_class=3) -> None:
+    for split in splits:
+        for i, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for j in range(per_class):
+                Image.new("RGB", (40 + j, 30), (50 * i, 20 * j, 90)).save(root / split / name / f"{j}.png")
+
+
+def test_imagefolder_tree_is_resized_to_the_resolution(tmp_path) -> None:
+    write_tree(tmp_path)
+    recipe = OmegaConf.merge(PROXY, {"batch_size": 2})
+    dm = build_datamodule(data_cfg("imagefolder", root=str(tmp_path), num_workers=0), recipe, 24)
+    assert dm.num_classes == 2 and len(dm.train) == 6
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (2, 3, 24, 24)
+    x, _ = next(iter(dm.val_dataloader()))
+    assert x.shape == (2, 3, 24, 24)
+
+
+@pytest.mark.parametrize("layout", ["missing", "no_val", "empty"])
+def test_bad_imagefolder_root_fails_at_once_naming_the_path(tmp_path, layout) -> None:
+    root = tmp_path / "data"
+    if layout == "no_val":
+        write_tree(root, splits=("train",))
+    elif layout == "empty":
+        (root / "train").mkdir(parents=True)
+        (root / "val").mkdir()
+    with pytest.raises(FileNotFoundError, match=str(root)):
+        build_datamodule(data_cfg("imagefolder", root=str(root)), PROXY, 32)
+
+
+def test_unknown_data_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="'mnist' is not one of"):
+        build_datamodule(data_cfg("fake", name="mnist"), PROXY, 32)
+
+
+def test_median_stopping_rule() -> None:
+    done = [[0.2, 0.4, 0.6], [0.3, 0.5, 0.7], [0.1, 0.2, 0.3]]  # running means at 2: .3 .4 .15
+    assert not median_stop([0.1, 0.2], done, grace_epochs=2, min_completed=1)  # within the grace
+    assert not median_stop([0.1, 0.2, 0.3], done[:1], grace_epochs=0, min_completed=2)  # too few
+    assert median_stop([0.1, 0.29], done, grace_epochs=1, min_completed=3)  # best .29 < median .3
+    assert not median_stop([0.1, 0.31], done, grace_epochs=1, min_completed=3)
+    assert median_stop([0.1, 0.1, 0.1, 0.1], done, grace_epochs=1, min_completed=3)  # longer curve
+
+
+def test_journal_reading_keeps_completed_curves_and_skips_partial_lines(tmp_path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    assert read_completed_curves(journal) == []
+    lines = [{"status": "completed", "curve": [0.1, 0.2]}, {"status": "pruned", "curve": [0.0]},
+             {"status": "failed", "curve": []}, {"status": "completed", "curve": [0.3]}]
+    journal.write_text("".join(json.dumps(rec) + "\n" for rec in lines) + '{"status": "compl')
+    assert read_completed_curves(journal) == [[0.1, 0.2], [0.3]]
+
+
+def test_wandb_is_offline_unless_told_otherwise(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode(None) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode(None) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode(None) == "disabled" and wandb_mode("offline") == "offline"
+
+
+def test_run_id_is_stable_per_output_dir(tmp_path) -> None:
+    assert run_id(tmp_path / "3") == run_id(tmp_path / "." / "3") != run_id(tmp_path / "4")
