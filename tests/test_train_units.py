@@ -135,10 +135,13 @@ def test_median_stopping_rule() -> None:
 def test_journal_reading_keeps_completed_curves_and_skips_partial_lines(tmp_path) -> None:
     journal = tmp_path / "journal.jsonl"
     assert read_completed_curves(journal) == []
-    lines = [{"status": "completed", "curve": [0.1, 0.2]}, {"status": "pruned", "curve": [0.0]},
-             {"status": "failed", "curve": []}, {"status": "completed", "curve": [0.3]}]
-    journal.write_text("".join(json.dumps(rec) + "\n" for rec in lines) + '{"status": "compl')
-    assert read_completed_curves(journal) == [[0.1, 0.2], [0.3]]
+    lines = [{"number": 0, "status": "running"}, {"number": 0, "status": "completed", "curve": [0.1, 0.2]},
+             {"number": 1, "status": "pruned", "curve": [0.0]}, {"number": 2, "status": "failed"},
+             {"number": 3, "status": "completed", "curve": [0.3]}, {"number": 3, "status": "running"},
+             {"number": 4, "status": "completed", "curve": [0.5]},
+             {"number": 4, "status": "completed", "curve": [0.6]}]
+    journal.write_text("".join(json.dumps(rec) + "\n" for rec in lines) + '{"number": 5, "status": "compl')
+    assert read_completed_curves(journal) == [[0.1, 0.2], [0.6]]
 
 
 def test_wandb_is_offline_unless_told_otherwise(monkeypatch, tmp_path) -> None:

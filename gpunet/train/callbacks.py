@@ -45,19 +45,21 @@ class CurveRecorder(Callback):
 
 
 def read_completed_curves(journal: Path) -> list[list[float]]:
-    """Curves of the completed trials in a search's JSONL journal; a line being written by another
-    process (or otherwise unreadable) is skipped, and a missing journal has none."""
+    """Curves of the completed trials in a search's JSONL journal, where the last line of a trial
+    `number` wins; a line being written by another process (or otherwise unreadable) is skipped,
+    and a missing journal has none."""
     if not journal.is_file():
         return []
-    curves = []
-    for line in journal.read_text().splitlines():
+    latest: dict[Any, dict] = {}
+    for i, line in enumerate(journal.read_text().splitlines()):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and record.get("status") == "completed" and record.get("curve"):
-            curves.append([float(v) for v in record["curve"]])
-    return curves
+        if isinstance(record, dict):
+            latest[record.get("number", f"line {i}")] = record
+    return [[float(v) for v in r["curve"]] for r in latest.values()
+            if r.get("status") == "completed" and r.get("curve")]
 
 
 def median_stop(curve: Sequence[float], completed: Sequence[Sequence[float]], grace_epochs: int,

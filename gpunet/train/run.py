@@ -26,6 +26,7 @@ from gpunet.train.recipe import precision
 
 Status = Literal["completed", "failed", "pruned"]
 LAST_CKPT = "last.ckpt"
+BEST_CKPT = "best.ckpt"
 CURVE_FILE = "curve.json"
 
 
@@ -54,16 +55,20 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[CurveRecorder, MedianStopping | None,
                                                                  ModelCheckpoint, list]:
-    """Curve, optional median stopping (after the curve: it reads it), checkpoints, lr monitor."""
+    """Curve, optional median stopping (after the curve: it reads it), the best checkpoint, then
+    last.ckpt every epoch (Lightning's save_last only follows top-k saves, so it is its own
+    callback; it comes after the best one so it holds the best one's up-to-date state)."""
     recorder = CurveRecorder(output_dir / CURVE_FILE)
     stop = cfg.early_stop
     stopper = (MedianStopping(recorder, Path(stop.journal), stop.grace_epochs, stop.min_completed)
                if stop.journal else None)
-    checkpoint = ModelCheckpoint(dirpath=output_dir, filename="best", monitor=CURVE_METRIC, mode="max",
-                                 save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [recorder, *([stopper] if stopper else []), checkpoint,
+    best = ModelCheckpoint(dirpath=output_dir, filename=BEST_CKPT.removesuffix(".ckpt"), monitor=CURVE_METRIC,
+                           mode="max", save_top_k=1, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=output_dir, filename=LAST_CKPT.removesuffix(".ckpt"), save_top_k=1,
+                           enable_version_counter=False)
+    callbacks = [recorder, *([stopper] if stopper else []), best, last,
                  LearningRateMonitor(logging_interval="epoch")]
-    return recorder, stopper, checkpoint, callbacks
+    return recorder, stopper, best, callbacks
 
 
 def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> TrainResult:

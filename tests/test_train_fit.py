@@ -1,0 +1,117 @@
+"""Real Lightning training of tiny candidates (32 px, fake or digits data) through fit_candidate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from gpunet.models import resolve_spec
+from gpunet.paths import CONF_DIR
+from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
+from gpunet.train import fit_candidate
+from gpunet.train.module import CandidateModule
+
+TINY = NetworkSpec(32, (LayerSpec("conv", 3, 8, 2, 3, "swish"),
+                        LayerSpec("fused_irb", 8, 16, 2, 3, "relu", 2.0),
+                        LayerSpec("irb", 16, 16, 1, 3, "swish", 2.0, se=True)),
+                   HeadSpec(16, 32, 10), name="tiny")
+FAST = ["search_space=gpunet", "recipe.batch_size=16", "trainer.enable_progress_bar=false"]
+FAKE = ["data=fake", "data.train_size=64", "data.val_size=32"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny models on shared cores run several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(*overrides: str) -> DictConfig:
+    """train.yaml with small fake data unless the overrides pick the data."""
+    data = [] if any(o.startswith("data=") for o in overrides) else FAKE
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=["arch=tiny", *FAST, *data, *overrides])
+
+
+def test_a_run_saves_its_curve_and_resumes_where_it_stopped(tmp_path) -> None:
+    first = fit_candidate(config("recipe.epochs=2"), TINY, tmp_path)
+    assert first.status == "completed" and first.epochs == 2 and first.error is None
+    assert first.best_top1 == max(first.curve) and 0 <= first.best_top1 <= 1
+    assert json.loads((tmp_path / "curve.json").read_text())["curve"] == first.curve
+    assert (tmp_path / "last.ckpt").is_file() and first.checkpoint == tmp_path / "best.ckpt"
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 1
+
+    longer = fit_candidate(config("recipe.epochs=3"), TINY, tmp_path)  # one more epoch only
+    assert longer.status == "completed" and longer.curve[:2] == first.curve and longer.epochs == 3
+    versions = sorted(p.name for p in (tmp_path / "csv").iterdir())
+    assert versions == ["version_0", "version_1"]  # the first attempt's log is kept
+    again = fit_candidate(config("recipe.epochs=3"), TINY, tmp_path)  # already done: no training
+    assert again.curve == longer.curve
+
+
+def test_digits_with_the_paper_recipe_and_a_hub_model(tmp_path) -> None:
+    """gpunet_0 at 32 px with Table 5 (RandAugment, random erasing, EMA), two batches."""
+    cfg = config("data=digits", "data.resolution=32", "recipe=gpunet", "recipe.epochs=1",
+                 "recipe.batch_size=8", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2")
+    result = fit_candidate(cfg, resolve_spec("gpunet_0"), tmp_path)
+    assert result.status == "completed" and result.epochs == 1
+    module = CandidateModule.load_from_checkpoint(result.checkpoint)
+    assert module.ema is not None and module.eval_model is module.ema.module
+    assert module.model.classifier.out_features == 10
+
+
+def test_a_diverging_run_fails_with_a_clear_status(tmp_path) -> None:
+    result = fit_candidate(config("recipe.epochs=2", "recipe.lr=1e30", "recipe.warmup_epochs=0"), TINY,
+                           tmp_path)
+    assert result.status == "failed" and "loss is nan" in result.error and result.epochs == 0
+
+
+def test_out_of_memory_fails_with_a_clear_status(tmp_path, monkeypatch) -> None:
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(CandidateModule, "training_step", oom)
+    result = fit_candidate(config("recipe.epochs=1"), TINY, tmp_path)
+    assert result.status == "failed" and result.error.startswith("OutOfMemoryError")
+
+
+def test_other_errors_are_raised(tmp_path, monkeypatch) -> None:
+    def bug(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(CandidateModule, "training_step", bug)
+    with pytest.raises(RuntimeError, match="shapes"):
+        fit_candidate(config("recipe.epochs=1"), TINY, tmp_path)
+
+
+def test_an_unpromising_candidate_is_pruned_and_stays_pruned(tmp_path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text("".join(json.dumps({"number": i, "status": "completed", "curve": [0.99] * 4}) + "\n"
+                               for i in range(3)))
+    stop = [f"early_stop.journal={journal}", "early_stop.grace_epochs=1", "early_stop.min_completed=3"]
+    result = fit_candidate(config("recipe.epochs=4", *stop), TINY, tmp_path / "trial")
+    assert result.status == "pruned" and result.epochs == 2 and len(result.curve) == 2
+    again = fit_candidate(config("recipe.epochs=4", *stop), TINY, tmp_path / "trial")
+    assert again.status == "pruned" and again.curve == result.curve
+
+
+def test_wandb_offline_run_is_finished_and_resumed_under_one_id(tmp_path, monkeypatch) -> None:
+    import wandb
+
+    from gpunet.train.loggers import run_id
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no API key
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = tmp_path / "sweep" / "7"
+    for epochs in (1, 2):
+        result = fit_candidate(config("logger=wandb", f"recipe.epochs={epochs}"), TINY, out)
+        assert result.status == "completed" and wandb.run is None
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(run_id(out)) for r in runs)
