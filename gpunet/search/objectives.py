@@ -72,9 +72,7 @@ class SyntheticObjective:
             raise ValueError(f"unknown objective {name!r}; choose one of {sorted(FUNCTIONS)}")
         card = np.asarray(cardinalities, dtype=np.int64)
         if card.ndim != 1 or card.size == 0 or (card < 1).any():
-            raise ValueError(
-                f"cardinalities {card.tolist()} must be a non-empty 1-D list of integers >= 1"
-            )
+            raise ValueError(f"cardinalities {card.tolist()} must be a non-empty 1-D list of integers >= 1")
         lower, upper = (float(b) for b in bounds)
         if not lower < upper:
             raise ValueError(f"bounds {list(bounds)} must be [lower, upper] with lower < upper")
@@ -104,9 +102,7 @@ class SyntheticObjective:
         return values
 
 
-def make_objective(
-    name_or_cfg: str | Mapping[str, Any], cardinalities: np.ndarray
-) -> SyntheticObjective:
+def make_objective(name_or_cfg: str | Mapping[str, Any], cardinalities: np.ndarray) -> SyntheticObjective:
     """Build an objective from a name or a config mapping (`name` plus keyword knobs)."""
     if isinstance(name_or_cfg, str):
         return SyntheticObjective(name_or_cfg, cardinalities)
@@ -117,9 +113,7 @@ def make_objective(
     allowed = {"bounds", "noise_std", "seed"}
     unknown = set(cfg) - allowed
     if unknown:
-        raise ValueError(
-            f"unknown objective knob(s) {sorted(unknown)}; allowed are {sorted(allowed)}"
-        )
+        raise ValueError(f"unknown objective knob(s) {sorted(unknown)}; allowed are {sorted(allowed)}")
     if "bounds" in cfg:
         cfg["bounds"] = tuple(cfg["bounds"])
     return SyntheticObjective(name, cardinalities, **cfg)

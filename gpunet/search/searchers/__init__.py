@@ -1,0 +1,42 @@
+"""Searchers: ask/tell optimisers over a pool of encodings, built by name or from a Hydra config.
+
+A config is a mapping with `name` (one of `SEARCHERS`) plus that searcher's knobs, as in
+conf/searcher/<name>.yaml; e.g. `make_searcher(cfg.searcher, pool, cardinalities, seed=cfg.seed)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from gpunet.search.searchers.base import Searcher
+from gpunet.search.searchers.bo import BOSearcher
+from gpunet.search.searchers.evolution import EvolutionSearcher
+from gpunet.search.searchers.lamcts import LAMCTSSearcher
+from gpunet.search.searchers.random_search import RandomSearcher
+
+SEARCHERS: dict[str, type[Searcher]] = {
+    cls.name: cls for cls in (RandomSearcher, BOSearcher, LAMCTSSearcher, EvolutionSearcher)
+}
+
+
+def make_searcher(
+    name_or_cfg: str | Mapping[str, Any],
+    pool: np.ndarray,
+    cardinalities: np.ndarray,
+    seed: int = 0,
+) -> Searcher:
+    """Build a searcher from its name (default knobs) or a config mapping (name + knobs)."""
+    if isinstance(name_or_cfg, str):
+        name, knobs = name_or_cfg, {}
+    else:
+        knobs = {str(k): v for k, v in name_or_cfg.items()}
+        name = knobs.pop("name", None)
+    if name not in SEARCHERS:
+        raise ValueError(f"unknown searcher {name!r}; choose one of {sorted(SEARCHERS)}")
+    return SEARCHERS[name](pool, cardinalities, seed, **knobs)
+
+
+__all__ = ["SEARCHERS", "Searcher", "make_searcher"]
