@@ -109,9 +109,19 @@ def test_wandb_offline_run_is_finished_and_resumed_under_one_id(tmp_path, monkey
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no API key
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
+    calls = []
+    real_init = wandb.init
+
+    def init_spy(**kwargs):
+        calls.append(kwargs)
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init_spy)
     out = tmp_path / "sweep" / "7"
     for epochs in (1, 2):
         result = fit_candidate(config("logger=wandb", f"recipe.epochs={epochs}"), TINY, out)
         assert result.status == "completed" and wandb.run is None
     runs = sorted((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(run_id(out)) for r in runs)
+    assert [(c["id"], c["group"], c["mode"]) for c in calls] == [(run_id(out), "sweep", "offline")] * 2
+    assert type(calls[0]["config"]) is dict and calls[1]["config"]["recipe"]["epochs"] == 2

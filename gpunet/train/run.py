@@ -8,9 +8,9 @@ failed result instead of raising when the loss goes NaN or memory runs out, and 
 from __future__ import annotations
 
 import gc
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import lightning as L
 import torch
@@ -42,9 +42,6 @@ class TrainResult:
     epochs: int = 0
     error: str | None = None
     checkpoint: Path | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "checkpoint": str(self.checkpoint) if self.checkpoint else None}
 
 
 def is_out_of_memory(err: BaseException) -> bool:
