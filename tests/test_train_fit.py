@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -61,9 +62,11 @@ def test_digits_with_the_paper_recipe_and_a_hub_model(tmp_path) -> None:
                  "recipe.batch_size=8", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2")
     result = fit_candidate(cfg, resolve_spec("gpunet_0"), tmp_path)
     assert result.status == "completed" and result.epochs == 1
-    module = CandidateModule.load_from_checkpoint(result.checkpoint)
+    module = CandidateModule.load_from_checkpoint(result.checkpoint).eval()
     assert module.ema is not None and module.eval_model is module.ema.module
-    assert module.model.classifier.out_features == 10
+    hub = timm.create_model("gpunet_0", num_classes=10, checkpoint_path=result.checkpoint).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(hub(x), module(x))  # timm loads the validated (EMA) weights
 
 
 def test_a_diverging_run_fails_with_a_clear_status(tmp_path) -> None:

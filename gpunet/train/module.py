@@ -69,6 +69,12 @@ class CandidateModule(L.LightningModule):
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also store the validated weights under timm's EMA key, so that
+        `timm.create_model(name, num_classes=n, checkpoint_path=<this .ckpt>)` loads them (the
+        tensors share storage with the state_dict's, so the file does not grow)."""
+        checkpoint["state_dict_ema"] = self.eval_model.state_dict()
+
     def configure_optimizers(self) -> dict[str, Any]:
         trainer = self.trainer
         global_batch = self.recipe.batch_size * trainer.world_size * trainer.accumulate_grad_batches
