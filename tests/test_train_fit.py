@@ -128,3 +128,11 @@ def test_wandb_offline_run_is_finished_and_resumed_under_one_id(tmp_path, monkey
     assert len(runs) == 2 and all(r.name.endswith(run_id(out)) for r in runs)
     assert [(c["id"], c["group"], c["mode"]) for c in calls] == [(run_id(out), "sweep", "offline")] * 2
     assert type(calls[0]["config"]) is dict and calls[1]["config"]["recipe"]["epochs"] == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_training_on_a_gpu(tmp_path) -> None:
+    result = fit_candidate(config("device=h100", "recipe.epochs=2"), TINY, tmp_path)
+    assert result.status == "completed" and result.epochs == 2
+    assert "MixedPrecision" in torch.load(tmp_path / "last.ckpt", weights_only=False)  # the grad scaler
