@@ -1,0 +1,124 @@
+"""The one interface of every latency backend: time a module at an input shape.
+
+A backend is built from the `latency` and `device` config nodes. It measures one table entry
+(a layer or the head, gpunet.latency.keys.Probe) or a whole network the same way, so the table and
+the end-to-end check of gpunet.latency.validate are comparable, and it describes where its timings
+are valid (`context`), which keys the table.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import timm
+import torch
+from torch import nn
+
+from gpunet.latency.keys import Probe, Shape
+from gpunet.latency.timing import Timing, summarize
+from gpunet.space.spec import NetworkSpec
+
+# Clocks of CPU timings. "thread" is the CPU time of the measuring thread: on a shared machine it
+# leaves out the time other processes hold the core, so it only suits single-threaded runs.
+CLOCKS = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
+
+
+def cpu_clock(latency: Mapping[str, Any], threads: int):
+    """The clock function named by latency.clock, checked against the thread count."""
+    name = str(latency.get("clock", "wall"))
+    if name not in CLOCKS:
+        raise ValueError(f"latency.clock={name!r} is not one of {sorted(CLOCKS)}")
+    if name == "thread" and threads != 1:
+        raise ValueError(f"latency.clock=thread times only the calling thread, so it needs "
+                         f"latency.threads=1 (got {threads}); use latency.clock=wall")
+    return name, CLOCKS[name]
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here (missing library, device or unsupported setting)."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name: a CPU table is only valid on the same kind of CPU."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+class Backend(ABC):
+    """Times modules; subclasses implement `_samples_ms` for one (N, C, H, W) input."""
+
+    name: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]]
+    device_types: ClassVar[tuple[str, ...]]
+
+    def __init__(self, latency: Mapping[str, Any], device: Mapping[str, Any], device_index: int = 0):
+        self.device_name = str(device["name"])
+        self.device_type = str(device["type"])
+        self.device_index = device_index
+        self.precision = str(latency["precision"])
+        self.batch_size = int(latency["batch_size"])
+        self.warmup = int(latency["warmup"])
+        self.runs = int(latency["runs"])
+        if self.device_type not in self.device_types:
+            raise BackendUnavailable(
+                f"latency={self.name} runs on {list(self.device_types)} devices, but device="
+                f"{self.device_name} is a {self.device_type} device; pick another latency= backend")
+        if self.precision not in self.precisions:
+            raise BackendUnavailable(
+                f"latency={self.name} supports precision {list(self.precisions)}, got "
+                f"{self.precision!r} (set by device={self.device_name}); override latency.precision=")
+        if self.batch_size < 1 or self.runs < 1 or self.warmup < 0:
+            raise ValueError(f"latency needs batch_size >= 1, runs >= 1, warmup >= 0; got "
+                             f"{self.batch_size}, {self.runs}, {self.warmup}")
+
+    # -- what subclasses provide ----------------------------------------------------------------
+    @abstractmethod
+    def _samples_ms(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> list[float]:
+        """`warmup` untimed runs, then `runs` timed runs of `module` (eval mode) -> ms each."""
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Backend settings that change timings (threads, opset, ...)."""
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Versions of the backend's own libraries."""
+
+    @abstractmethod
+    def hardware(self) -> str:
+        """The processor the timings come from."""
+
+    # -- the interface -----------------------------------------------------------------------------
+    def measure(self, module: nn.Module, shape: Shape) -> Timing:
+        """Time `module` on a (batch, *shape) input -> median, p90, runs."""
+        return summarize(self._samples_ms(module.eval(), (self.batch_size, *shape)))
+
+    def measure_probe(self, probe: Probe) -> Timing:
+        """One table entry (a layer or the head)."""
+        return self.measure(probe.module(), probe.shape)
+
+    def measure_network(self, spec: NetworkSpec) -> Timing:
+        """A whole network end to end, the way its layers were timed."""
+        from gpunet.models import build_model
+
+        return self.measure(build_model(spec), spec.input_shapes()[0])
+
+    def context(self) -> dict[str, Any]:
+        """Where these timings are valid: part of every table key."""
+        return {"device": self.device_name, "hardware": self.hardware(), "backend": self.name,
+                "precision": self.precision, "batch_size": self.batch_size,
+                "settings": self.settings(),
+                "versions": {"torch": torch.__version__, "timm": timm.__version__, **self.versions()}}
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release temporary files and device memory."""

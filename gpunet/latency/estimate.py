@@ -1,0 +1,193 @@
+"""A network's estimated latency: the sum of its layers' (and head's) table entries (paper §3.2).
+
+Two paths add the same integers (every entry's median in nanoseconds, `LatencyTable.medians_ns`)
+so they agree exactly: `estimate_spec` walks any NetworkSpec's layers (including NVIDIA's JSON
+networks), `estimate_encodings` does the same sum for an (N, D) array of encodings with numpy
+look-up arrays, stage by stage, so millions of networks take about a second. A stored calibration
+(gpunet.latency.validate) optionally maps the sum to the end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpunet.latency.keys import Probe, head_key_of, layer_key_of, spec_probes
+from gpunet.latency.space_keys import StageReach, reach
+from gpunet.latency.table import Calibration, LatencyTable
+from gpunet.space.encoding import encoding_to_spec
+from gpunet.space.space import SearchSpace, StageSpace
+from gpunet.space.spec import NetworkSpec
+
+VARIANT_FIELDS = ("kernel", "expansion", "se", "act")
+MISSING = -1
+
+
+class MissingEntryError(LookupError):
+    """A layer of the network has no entry in the latency table."""
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return str(self.args[0])
+
+
+def fill_command(table: LatencyTable) -> str:
+    """The command that measures missing entries into `table`."""
+    ctx = table.context
+    return (f"python -m gpunet.latency.build device={ctx.get('device')} latency={ctx.get('backend')} "
+            f"latency.table={table.path} search_space=<the network's space> "
+            "(or arch=<the network> for any network)")
+
+
+def _missing(table: LatencyTable, probe: Probe, where: str) -> MissingEntryError:
+    return MissingEntryError(
+        f"no latency-table entry for {where} [{probe.key}] in {table.path} (context: device "
+        f"{table.context.get('device')}, backend {table.context.get('backend')}); measure it with: "
+        f"{fill_command(table)}")
+
+
+def sum_spec(spec: NetworkSpec, table: LatencyTable,
+             medians_ns: dict[str, int] | None = None) -> tuple[int, int]:
+    """(sum of the network's entries in ns, number of entries)."""
+    medians = table.medians_ns() if medians_ns is None else medians_ns
+    total = 0
+    probes = spec_probes(spec)
+    for i, probe in enumerate(probes):
+        if probe.key not in medians:
+            where = "the head" if probe.is_head else f"layer {i} (stage {probe.part.stage})"
+            raise _missing(table, probe, f"{where} of network {spec.name or '<unnamed>'}")
+        total += medians[probe.key]
+    return total, len(probes)
+
+
+def _to_ms(total_ns: np.ndarray, entries: np.ndarray, calibration: Calibration | None) -> np.ndarray:
+    """The one conversion both paths use (so calibrated estimates agree exactly too)."""
+    ms = total_ns.astype(np.float64) / 1e6
+    if calibration is None:
+        return ms
+    return calibration.a * ms + calibration.b * entries.astype(np.float64) + calibration.c
+
+
+def _calibration(table: LatencyTable, calibrated: bool) -> Calibration | None:
+    if not calibrated:
+        return None
+    calibration = table.calibration()
+    if calibration is None:
+        raise LookupError(f"{table.path} has no calibration for this context; fit one with "
+                          f"`python -m gpunet.latency.validate device={table.context.get('device')} "
+                          f"latency={table.context.get('backend')}` or set latency.calibrated=false")
+    return calibration
+
+
+def estimate_spec(spec: NetworkSpec, table: LatencyTable, calibrated: bool = False) -> float:
+    """Estimated latency of one network in ms (the table's calibration applied if `calibrated`)."""
+    total, entries = sum_spec(spec, table)
+    return float(_to_ms(np.array([total]), np.array([entries]), _calibration(table, calibrated))[0])
+
+
+# -- the vectorised path ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _StageLUT:
+    """Entries of one stage in dense arrays (MISSING where the table has none)."""
+
+    stage_reach: StageReach
+    first: np.ndarray  # [size, in channels, filters, kernel, expansion, se, act] indices
+    rest_sizes: np.ndarray
+    rest: np.ndarray  # [size after the first layer, filters, kernel, expansion, se, act]
+
+
+def _stage_lut(stage: StageSpace, r: StageReach, medians: dict[str, int]) -> _StageLUT:
+    choices = [stage.fields[n].choices for n in VARIANT_FIELDS]
+    shape = tuple(len(c) for c in choices)
+    rest_sizes = sorted({-(-s // stage.stride) for s in r.sizes})
+    first = np.full((len(r.sizes), len(r.in_channels), len(r.filters), *shape), MISSING, np.int64)
+    rest = np.full((len(rest_sizes), len(r.filters), *shape), MISSING, np.int64)
+    variants = list(itertools.product(*(range(n) for n in shape)))
+    for (fi, f), (ki, ei, si, ai) in itertools.product(enumerate(r.filters), variants):
+        k, e, se, act = (c[i] for c, i in zip(choices, (ki, ei, si, ai)))
+        for (zi, size), (ci, cin) in itertools.product(enumerate(r.sizes), enumerate(r.in_channels)):
+            key = layer_key_of(stage.block, cin, f, stage.stride, k, act, e, se, size)
+            first[zi, ci, fi, ki, ei, si, ai] = medians.get(key, MISSING)
+        for zi, size in enumerate(rest_sizes):
+            key = layer_key_of(stage.block, f, f, 1, k, act, e, se, size)
+            rest[zi, fi, ki, ei, si, ai] = medians.get(key, MISSING)
+    return _StageLUT(r, first, np.array(rest_sizes), rest)
+
+
+def _positions(values: tuple[int, ...]) -> np.ndarray:
+    """A dense value -> index map (the values are small ints: sizes and channel counts)."""
+    out = np.full(max(values) + 1, -1, dtype=np.intp)
+    out[list(values)] = np.arange(len(values))
+    return out
+
+
+def _check_encodings(space: SearchSpace, X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != space.length or not np.issubdtype(X.dtype, np.integer):
+        raise ValueError(f"encodings of space {space.name!r} are an integer array of shape "
+                         f"(N, {space.length}), got {X.dtype} {X.shape}")
+    if len(X) and ((X.min(axis=0) < 0).any() or (X.max(axis=0) >= space.cardinalities).any()):
+        row, col = np.argwhere((X < 0) | (X >= space.cardinalities))[0]
+        digit = space.digits[col]
+        raise ValueError(f"encoding row {row}: digit {col} ({digit.meaning}) is {X[row, col]}, "
+                         f"allowed 0..{len(digit.choices) - 1}")
+    return X
+
+
+def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
+                  num_classes: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of entries in ns, number of entries) of every row of X; int64 arrays of shape (N,)."""
+    X = _check_encodings(space, X)
+    medians = table.medians_ns()
+    r = reach(space, num_classes)
+    columns = {(d.stage, d.field): d.position for d in space.digits}
+
+    def choice_index(stage: StageSpace, name: str) -> np.ndarray | int:
+        position = columns.get((stage.index, name))
+        return 0 if position is None else X[:, position].astype(np.intp)
+
+    n = len(X)
+    size = np.asarray(space.resolutions, dtype=np.int64)[X[:, 0].astype(np.intp)]
+    cin = np.full(n, 3, dtype=np.int64)
+    prev = np.zeros(n, dtype=np.int64)
+    total = np.zeros(n, dtype=np.int64)
+    entries = np.ones(n, dtype=np.int64)  # the head
+    missing = np.zeros(n, dtype=bool)
+    for stage, stage_reach in zip(space.stages, r.stages):
+        lut = _stage_lut(stage, stage_reach, medians)
+        choices = {name: np.asarray(stage.fields[name].choices) for name in ("filters", "layers")
+                   if name in stage.fields}
+        f = prev if stage.shares_filters else choices["filters"][choice_index(stage, "filters")]
+        layers = np.broadcast_to(choices["layers"][choice_index(stage, "layers")], (n,))
+        variant = tuple(choice_index(stage, name) for name in VARIANT_FIELDS)
+        fi = _positions(stage_reach.filters)[f]
+        first = lut.first[(_positions(stage_reach.sizes)[size], _positions(stage_reach.in_channels)[cin],
+                           fi, *variant)]
+        out_size = -(-size // stage.stride)
+        rest = lut.rest[(_positions(tuple(lut.rest_sizes))[out_size], fi, *variant)]
+        active, repeated = layers > 0, layers > 1
+        missing |= (active & (first == MISSING)) | (repeated & (rest == MISSING))
+        total += np.where(active, first, 0) + np.where(repeated, (layers - 1) * rest, 0)
+        entries += layers
+        size = np.where(active, out_size, size)
+        cin = np.where(active, f, cin)
+        prev = np.broadcast_to(f, (n,))
+    heads = np.full((len(r.head_sizes), len(r.head_in_channels)), MISSING, np.int64)
+    for (zi, s), (ci, c) in itertools.product(enumerate(r.head_sizes), enumerate(r.head_in_channels)):
+        heads[zi, ci] = medians.get(head_key_of(c, space.head_width, num_classes, s), MISSING)
+    head = heads[_positions(r.head_sizes)[size], _positions(r.head_in_channels)[cin]]
+    missing |= head == MISSING
+    if missing.any():
+        row = int(np.argmax(missing))
+        # The per-spec path names the first missing layer of this network.
+        sum_spec(encoding_to_spec(space, X[row], num_classes), table, medians)
+        raise RuntimeError(f"encoding row {row} misses a table entry that its spec does not")
+    return total + head, entries
+
+
+def estimate_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
+                       num_classes: int = 1000, calibrated: bool = False) -> np.ndarray:
+    """Estimated latency in ms of every encoding (row) of X, shape (N,) float64."""
+    total, entries = sum_encodings(space, table, X, num_classes)
+    return _to_ms(total, entries, _calibration(table, calibrated))

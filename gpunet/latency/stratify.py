@@ -1,0 +1,189 @@
+"""Latency tiers (paper §3.2, Fig. 2.A): Sobol-sample the space, estimate, keep a tier's band.
+
+A tier is `target_ms +- tolerance_ms` (conf/tier/*.yaml). A pool is cached on disk under a hash of
+everything it depends on (space, table fingerprint, sample count, seed, head classes,
+calibration), so a search re-uses it and a changed table makes a new one. Each new pool also
+writes a histogram of the sampled latencies with its band marked next to it.
+`python -m gpunet.latency.stratify` draws the histogram with every tier of conf/tier/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from gpunet.latency.build import ensure_table, plain
+from gpunet.latency.estimate import estimate_encodings
+from gpunet.latency.io import save_figure, write_json
+from gpunet.latency.table import LatencyTable
+from gpunet.paths import CONF_DIR
+from gpunet.space.sampling import sobol_encodings
+from gpunet.space.space import SearchSpace, space_from_config
+
+
+class EmptyTierError(ValueError):
+    """No sampled network falls in the tier's band."""
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    target_ms: float
+    tolerance_ms: float
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return self.target_ms - self.tolerance_ms, self.target_ms + self.tolerance_ms
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> Tier:
+        cfg = plain(cfg)
+        try:
+            tier = cls(str(cfg["name"]), float(cfg["target_ms"]), float(cfg["tolerance_ms"]))
+        except KeyError as err:
+            raise ValueError(f"a tier config needs name, target_ms and tolerance_ms; got {cfg}") from err
+        if tier.target_ms <= 0 or not 0 <= tier.tolerance_ms < tier.target_ms:
+            raise ValueError(f"tier {tier.name}: need target_ms > 0 and 0 <= tolerance_ms < target_ms, "
+                             f"got {tier.target_ms} +- {tier.tolerance_ms}")
+        return tier
+
+
+def all_tiers() -> list[Tier]:
+    """Every tier of conf/tier/, by target."""
+    tiers = [Tier.from_config(OmegaConf.load(p)) for p in (CONF_DIR / "tier").glob("*.yaml")]
+    return sorted(tiers, key=lambda t: t.target_ms)
+
+
+def sample_latencies(space: SearchSpace, table: LatencyTable, n: int, seed: int,
+                     num_classes: int = 1000, calibrated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`n` Sobol encodings of `space` and their estimated latencies (ms)."""
+    X = sobol_encodings(space, n, seed)
+    return X, estimate_encodings(space, table, X, num_classes, calibrated)
+
+
+def pool_key(space: SearchSpace, table: LatencyTable, n: int, seed: int, num_classes: int,
+             calibrated: bool) -> str:
+    """Hash of everything a pool depends on."""
+    payload = json.dumps({"space": space.to_dict(), "table": table.fingerprint(), "n": n, "seed": seed,
+                          "num_classes": num_classes, "calibrated": calibrated}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _empty_message(tier: Tier, space: SearchSpace, latencies: np.ndarray, table: LatencyTable) -> str:
+    lo, hi = tier.band
+    p1, p50, p99 = np.percentile(latencies, [1, 50, 99])
+    fitting = [t.name for t in all_tiers() if ((latencies >= t.band[0]) & (latencies <= t.band[1])).any()]
+    return (f"tier {tier.name} ({lo:.3g}-{hi:.3g} ms) holds none of {len(latencies):,} Sobol samples of "
+            f"search space {space.name!r} on {table.context.get('device')}/{table.context.get('backend')}: "
+            f"their estimated latencies span {latencies.min():.3g}-{latencies.max():.3g} ms (1st/50th/"
+            f"99th percentile {p1:.3g}/{p50:.3g}/{p99:.3g} ms). Pick a tier in that range "
+            f"(non-empty here: {fitting or 'none of conf/tier'}; or tier.target_ms=... tier.tolerance_ms=...)"
+            " or another search space")
+
+
+def plot_tiers(latencies: np.ndarray, tiers: Sequence[Tier], title: str, path: Path) -> Path:
+    """Histogram of estimated latencies with tier bands shaded and their pool sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(latencies, bins=200, color="0.35")
+    colors = plt.get_cmap("tab10")
+    for i, tier in enumerate(tiers):
+        lo, hi = tier.band
+        count = int(((latencies >= lo) & (latencies <= hi)).sum())
+        ax.axvspan(lo, hi, color=colors(i % 10), alpha=0.3, label=f"{tier.name}: {count:,} networks")
+    ax.set_xlabel("estimated latency (ms)")
+    ax.set_ylabel("networks")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def tier_pool(space: SearchSpace, table: LatencyTable, tier_cfg: Mapping[str, Any] | DictConfig,
+              n: int = 1_000_000, seed: int = 0, cache_dir: str | Path = "outputs/latency/pools", *,
+              num_classes: int = 1000, calibrated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The networks of a tier: (encodings int16 (M, D), estimated latencies ms (M,)).
+
+    Raises EmptyTierError, naming the latency range that exists, when the band holds none.
+    """
+    tier = Tier.from_config(tier_cfg)
+    key = pool_key(space, table, n, seed, num_classes, calibrated)
+    lo, hi = tier.band
+    path = Path(cache_dir) / f"{space.name}-{key}-{lo:g}-{hi:g}ms.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            return cached["encodings"], cached["latencies_ms"]
+    X, latencies = sample_latencies(space, table, n, seed, num_classes, calibrated)
+    keep = (latencies >= lo) & (latencies <= hi)
+    if not keep.any():
+        raise EmptyTierError(_empty_message(tier, space, latencies, table))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, encodings=X[keep], latencies_ms=latencies[keep])
+    tmp.replace(path)
+    plot_tiers(latencies, [tier], f"{space.name}: {n:,} Sobol samples, {table.context.get('backend')} "
+               f"on {table.context.get('device')}", path.with_suffix(".png"))
+    return X[keep], latencies[keep]
+
+
+def pool_for(cfg: DictConfig | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """tier_pool for an app config with search_space, device, latency and tier nodes."""
+    space = space_from_config(cfg["search_space"])
+    latency = plain(cfg["latency"])
+    pool = latency["pool"]
+    return tier_pool(space, ensure_table(cfg), cfg["tier"], int(pool["samples"]), int(pool["seed"]),
+                     to_absolute_path(pool["cache_dir"]), num_classes=int(latency["num_classes"]),
+                     calibrated=bool(latency["calibrated"]))
+
+
+def stratify(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Histogram of the space's sampled latencies with every tier, and each tier's pool size."""
+    space = space_from_config(cfg["search_space"])
+    latency = plain(cfg["latency"])
+    table = ensure_table(cfg)
+    n, seed = int(latency["pool"]["samples"]), int(latency["pool"]["seed"])
+    _, latencies = sample_latencies(space, table, n, seed, int(latency["num_classes"]),
+                                    bool(latency["calibrated"]))
+    options = plain(cfg["stratify"])
+    tiers = all_tiers() if options["all_tiers"] else [Tier.from_config(cfg["tier"])]
+    stem = out_dir / options["prefix"]
+    ctx = table.context
+    summary = {
+        "search_space": space.name, "context": ctx, "samples": n, "seed": seed,
+        "calibrated": bool(latency["calibrated"]), "num_classes": int(latency["num_classes"]),
+        "range_ms": [float(latencies.min()), float(latencies.max())],
+        "percentiles_ms": {str(q): float(v) for q, v in
+                           zip((1, 10, 50, 90, 99), np.percentile(latencies, [1, 10, 50, 90, 99]))},
+        "tiers": {t.name: {"band_ms": list(t.band),
+                           "networks": int(((latencies >= t.band[0]) & (latencies <= t.band[1])).sum())}
+                  for t in tiers},
+    }
+    write_json(stem.with_suffix(".json"), summary)
+    plot_tiers(latencies, tiers, f"{space.name}: {n:,} Sobol samples, {ctx['backend']} on {ctx['device']} "
+               f"({ctx['hardware']})", stem.with_suffix(".png"))
+    print(json.dumps(summary["tiers"], indent=1))
+    print(f"range {summary['range_ms'][0]:.3f}-{summary['range_ms'][1]:.3f} ms; outputs: {stem}.{{json,png}}")
+    return summary
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out = cfg.stratify.out_dir
+    stratify(cfg, Path(to_absolute_path(out)) if out else Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""`python -m gpunet.latency.validate`: how well the table's sum predicts end-to-end latency.
+
+Measures K Sobol-sampled networks of the search space end to end with the table's own backend
+and compares with their table estimates (paper Fig. 4): Pearson r, Kendall tau, MAPE and mean
+bias, then fits end_to_end ~= a * sum + b * #entries + c by least squares on relative errors.
+The fit absorbs what a sum of isolated layers cannot see (per-call overhead of the runtime, fusion
+across layers) and is stored with the table for estimates that ask for it (latency.calibrated).
+Its in-sample MAPE is reported next to a leave-one-out MAPE, the honest figure for new networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from scipy import stats
+from tqdm import tqdm
+
+from gpunet.latency.backends import create_backend
+from gpunet.latency.build import ensure_table, plain
+from gpunet.latency.estimate import sum_encodings
+from gpunet.latency.io import save_figure, write_json, write_text
+from gpunet.latency.table import Calibration, LatencyTable
+from gpunet.paths import CONF_DIR
+from gpunet.space.encoding import encoding_to_spec
+from gpunet.space.sampling import sobol_encodings
+from gpunet.space.space import SearchSpace, space_from_config
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    networks: int
+    pearson_r: float
+    kendall_tau: float
+    mape_pct: float  # raw table sum vs end to end
+    mean_bias_ms: float  # mean of (table sum - end to end)
+    mean_bias_pct: float
+    calibration: Calibration
+    calibrated_mape_pct: float  # in sample
+    calibrated_loo_mape_pct: float  # leave-one-out: each network predicted by a fit without it
+
+
+def _design(sums_ms: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    return np.column_stack([sums_ms, entries.astype(np.float64), np.ones_like(sums_ms)])
+
+
+def _fit(A: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Least squares on relative errors (rows divided by the measurement), since the target
+    metric is a percentage error and latencies span an order of magnitude."""
+    coef, *_ = np.linalg.lstsq(A / measured[:, None], np.ones_like(measured), rcond=None)
+    return coef
+
+
+def _mape(predicted: np.ndarray, measured: np.ndarray) -> float:
+    return float(100 * np.mean(np.abs(predicted - measured) / measured))
+
+
+def fidelity(sums_ms: np.ndarray, entries: np.ndarray, measured_ms: np.ndarray) -> Fidelity:
+    """Agreement statistics of table sums vs end-to-end latencies, and the calibration fit."""
+    if len(measured_ms) < 4:
+        raise ValueError(f"fidelity needs at least 4 networks, got {len(measured_ms)}")
+    A = _design(sums_ms, entries)
+    coef = _fit(A, measured_ms)
+    loo = np.empty_like(measured_ms)
+    for i in range(len(measured_ms)):
+        keep = np.arange(len(measured_ms)) != i
+        loo[i] = A[i] @ _fit(A[keep], measured_ms[keep])
+    calibrated = A @ coef
+    bias = sums_ms - measured_ms
+    return Fidelity(
+        networks=len(measured_ms),
+        pearson_r=float(stats.pearsonr(sums_ms, measured_ms)[0]),
+        kendall_tau=float(stats.kendalltau(sums_ms, measured_ms)[0]),
+        mape_pct=_mape(sums_ms, measured_ms),
+        mean_bias_ms=float(bias.mean()),
+        mean_bias_pct=float(100 * np.mean(bias / measured_ms)),
+        calibration=Calibration(*map(float, coef), mape=_mape(calibrated, measured_ms),
+                                networks=len(measured_ms)),
+        calibrated_mape_pct=_mape(calibrated, measured_ms),
+        calibrated_loo_mape_pct=_mape(loo, measured_ms),
+    )
+
+
+def measure_sample(space: SearchSpace, table: LatencyTable, cfg: DictConfig | Mapping[str, Any],
+                   networks: int, seed: int) -> dict[str, np.ndarray]:
+    """Sobol networks of `space`: their table sums, entry counts and end-to-end latencies."""
+    num_classes = int(cfg["latency"]["num_classes"])
+    X = sobol_encodings(space, networks, seed)
+    sums_ns, entries = sum_encodings(space, table, X, num_classes)
+    backend = create_backend(plain(cfg["latency"]), plain(cfg["device"]))
+    try:
+        measured = np.array([backend.measure_network(encoding_to_spec(space, x, num_classes)).median_ms
+                             for x in tqdm(X, desc="end to end", unit="network", dynamic_ncols=True)])
+    finally:
+        backend.close()
+    return {"encodings": X, "sum_ms": sums_ns / 1e6, "entries": entries, "measured_ms": measured}
+
+
+def plot_fidelity(sample: dict[str, np.ndarray], result: Fidelity, title: str, path: Path) -> Path:
+    """Scatter of table estimate vs end-to-end latency, raw and calibrated (paper Fig. 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cal = result.calibration
+    calibrated = cal.a * sample["sum_ms"] + cal.b * sample["entries"] + cal.c
+    measured = sample["measured_ms"]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(measured, sample["sum_ms"], s=18, alpha=0.8,
+               label=f"table sum (tau {result.kendall_tau:.3f}, MAPE {result.mape_pct:.1f}%)")
+    ax.scatter(measured, calibrated, s=18, alpha=0.8, marker="x",
+               label=f"calibrated (MAPE {result.calibrated_mape_pct:.1f}%, "
+                     f"LOO {result.calibrated_loo_mape_pct:.1f}%)")
+    lo = min(measured.min(), sample["sum_ms"].min(), calibrated.min())
+    hi = max(measured.max(), sample["sum_ms"].max(), calibrated.max())
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set_xlabel("end-to-end latency (ms)")
+    ax.set_ylabel("estimated latency (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def report_markdown(result: Fidelity, context: Mapping[str, Any], space: str) -> str:
+    cal = result.calibration
+    return "\n".join([
+        f"# Latency-table fidelity: search space `{space}`, {context['backend']} on {context['device']} "
+        f"({context['hardware']}, {context['precision']}, batch {context['batch_size']})",
+        "",
+        f"{result.networks} Sobol-sampled networks, each measured end to end with the same backend "
+        "and compared with the sum of its table entries.",
+        "",
+        "| metric | value |", "|---|---|",
+        f"| Pearson r | {result.pearson_r:.4f} |",
+        f"| Kendall tau | {result.kendall_tau:.4f} |",
+        f"| MAPE (table sum) | {result.mape_pct:.2f} % |",
+        f"| mean bias (sum - end to end) | {result.mean_bias_ms:+.4f} ms ({result.mean_bias_pct:+.1f} %) |",
+        f"| calibration | e2e = {cal.a:.4f} x sum {cal.b:+.5f} ms x entries {cal.c:+.4f} ms |",
+        f"| calibrated MAPE (in sample) | {result.calibrated_mape_pct:.2f} % |",
+        f"| calibrated MAPE (leave-one-out) | {result.calibrated_loo_mape_pct:.2f} % |",
+        "",
+    ])
+
+
+def validate(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> Fidelity:
+    """Run the fidelity check of cfg's table; writes JSON, Markdown, CSV and the scatter PNG."""
+    space = space_from_config(cfg["search_space"])
+    options = plain(cfg["validate"])
+    table = ensure_table(cfg)
+    sample = measure_sample(space, table, cfg, int(options["networks"]), int(options["seed"]))
+    result = fidelity(sample["sum_ms"], sample["entries"], sample["measured_ms"])
+    if options["store_calibration"]:
+        table.set_calibration(result.calibration)
+    stem = out_dir / options["prefix"]
+    ctx = table.context
+    write_json(stem.with_suffix(".json"), {"search_space": space.name, "context": ctx,
+                                           "table": str(table.path), **asdict(result)})
+    write_text(stem.with_suffix(".md"), report_markdown(result, ctx, space.name))
+    rows = ["encoding,entries,table_sum_ms,end_to_end_ms"] + [
+        f"{'-'.join(map(str, x))},{n},{s:.6f},{m:.6f}" for x, n, s, m in
+        zip(sample["encodings"], sample["entries"], sample["sum_ms"], sample["measured_ms"])]
+    write_text(stem.with_suffix(".csv"), "\n".join(rows) + "\n")
+    plot_fidelity(sample, result, f"{space.name}: {ctx['backend']} on {ctx['device']} "
+                  f"({ctx['hardware']}), {result.networks} networks", stem.with_suffix(".png"))
+    print(report_markdown(result, ctx, space.name))
+    print(f"outputs: {stem}.{{json,md,csv,png}}")
+    return result
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out = cfg.validate.out_dir
+    validate(cfg, Path(hydra.utils.to_absolute_path(out)) if out else
+             Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
