@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gpunet.search.searchers import SEARCHERS, make_searcher
+from gpunet.search.searchers import bo as bo_module
 from gpunet.search.searchers.base import Searcher
 from gpunet.search.searchers.evolution import EvolutionSettings
 from gpunet.search.searchers.gp import GPSettings, cap_training_set
@@ -107,7 +108,7 @@ def test_pending_proposals_are_not_proposed_again(name: str) -> None:
 @pytest.mark.parametrize("q", [1, 4])
 def test_a_rebuilt_searcher_proposes_the_same_next_batch(name: str, q: int) -> None:
     original = build(name, seed=3)
-    run(original, 24, q)
+    run(original, 27, q)  # not a multiple of refit_every: reused hyper-parameters are replayed
     replay = build(name, seed=3)
     for i, v in original._history:
         replay.observe([i], [v])
@@ -131,6 +132,26 @@ def test_gp_searchers_use_the_gp_after_n_init(name: str) -> None:
     run(searcher, 12, 4)
     searcher.propose(4)
     assert searcher.diagnostics["mode"] == "gp"
+
+
+@pytest.mark.parametrize("name", ["bo", "lamcts_bo"])
+def test_hyperparameters_are_refitted_every_refit_every_observations(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fitted_at: list[int] = []
+    original = bo_module.fit_hyperparameters
+
+    def spy(x, y, maxiter, seed):
+        fitted_at.append(len(y))
+        return original(x, y, maxiter, seed)
+
+    monkeypatch.setattr(bo_module, "fit_hyperparameters", spy)
+    searcher = make_searcher({"name": name, **FAST[name], "refit_every": 4}, grid_pool(), CARD)
+    run(searcher, 6, 3)  # n_init = 6 values, then one observation at a time
+    run(searcher, 15, 1)
+    # proposals at 6..14 observations: the refit point 4 has too few values, so 6 and 7 fit on
+    # their own history; from 8 on, only the multiples of 4 fit
+    assert fitted_at == [6, 7, 8, 12]
 
 
 @pytest.mark.parametrize("name", ["bo", "lamcts_bo", "evolution"])
@@ -303,14 +324,15 @@ def test_every_config_builds_with_knobs_equal_to_the_code_defaults(path: Path) -
     cfg = OmegaConf.load(path)
     assert cfg.name == path.stem and cfg.name in SEARCHERS
     searcher = make_searcher(cfg, grid_pool(), CARD, seed=0)
-    defaults = {
-        **vars(GPSettings()),
-        **vars(PartitionSettings()),
-        **vars(EvolutionSettings()),
-    }
-    for knob, value in cfg.items():
-        if knob != "name":
-            assert value == defaults[knob], knob
+    kinds = {
+        "random": [],
+        "bo": [GPSettings],
+        "lamcts_bo": [GPSettings, PartitionSettings],
+        "evolution": [EvolutionSettings],
+    }[cfg.name]
+    defaults = {k: v for kind in kinds for k, v in vars(kind()).items()}
+    knobs = {k: v for k, v in cfg.items() if k != "name"}
+    assert knobs == defaults  # every knob documented in the file, with the code's default
     assert type(searcher) is SEARCHERS[cfg.name]
     assert make_searcher(path.stem, grid_pool(), CARD).name == path.stem
 

@@ -79,8 +79,6 @@ class Searcher(ABC):
         self._pending = np.zeros(n, dtype=bool)
         self._failed = np.zeros(n, dtype=bool)
         self._history: list[tuple[int, float]] = []  # every observation, failures included
-        self._sums: dict[int, float] = {}  # per index: sum and count of its finite values
-        self._counts: dict[int, int] = {}
         self.diagnostics: dict[str, Any] = {}  # what the last propose did (for experiments)
 
     # ---- state -------------------------------------------------------------------------------
@@ -102,11 +100,17 @@ class Searcher(ABC):
         """Pool rows that can still be proposed."""
         return int((~self._blocked).sum())
 
-    def observed(self) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct indices with a finite value and their mean value (repeats are averaged)."""
-        idx = np.fromiter(self._sums, dtype=np.int64, count=len(self._sums))
-        mean = np.array([self._sums[i] / self._counts[i] for i in idx.tolist()], dtype=float)
-        return idx, mean
+    def observed(self, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct indices with a finite value and their mean value (repeats are averaged),
+        in order of first observation; `upto` limits it to the first `upto` observations."""
+        sums: dict[int, float] = {}
+        counts: dict[int, int] = {}
+        for i, v in self._history[:upto]:
+            if np.isfinite(v):
+                sums[i] = sums.get(i, 0.0) + v
+                counts[i] = counts.get(i, 0) + 1
+        idx = np.fromiter(sums, dtype=np.int64, count=len(sums))
+        return idx, np.array([sums[i] / counts[i] for i in sums], dtype=float)
 
     @property
     def best_index(self) -> int | None:
@@ -142,10 +146,7 @@ class Searcher(ABC):
             raise ValueError(f"got {idx.size} indices but {vals.size} values; pass one value per index")
         for i, v in zip(idx.tolist(), vals.tolist(), strict=True):
             self._history.append((i, v))
-            if np.isfinite(v):
-                self._sums[i] = self._sums.get(i, 0.0) + v
-                self._counts[i] = self._counts.get(i, 0) + 1
-            else:
+            if not np.isfinite(v):
                 self._failed[i] = True
         self._pending[idx] = False
         self._blocked[idx] = True

@@ -2,41 +2,74 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from gpunet.search.searchers.base import Searcher, settings_from_knobs
-from gpunet.search.searchers.gp import GPSettings, cap_training_set, normalise, select_batch
+from gpunet.search.searchers.gp import (
+    GPSettings,
+    Hyperparameters,
+    build_gp,
+    cap_training_set,
+    fit_hyperparameters,
+    normalise,
+    select_batch,
+)
 
 
 class BOSearcher(Searcher):
     """Random pool members until `n_init` values are known, then GP-qLogNEI batches.
 
-    Knobs are the fields of `GPSettings`. Falls back to uniform choice among the candidates
-    when the values carry no information (all equal) or the GP cannot be fitted;
-    `diagnostics["mode"]` says which happened.
+    Knobs are the fields of `GPSettings`. GP hyper-parameters are fitted on the history as it
+    stood at the last multiple of `refit_every` observations (a function of the history, so a
+    replayed searcher refits identically) and reused, with all current data, until the next.
+    Falls back to uniform choice among the candidates when the values carry no information
+    (all equal) or the GP cannot be fitted; `diagnostics["mode"]` says which happened.
     """
 
     name = "bo"
+    extra_settings: ClassVar[tuple[type, ...]] = ()  # subclasses' knob groups beyond the GP's
 
     def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0, **knobs: Any) -> None:
         super().__init__(pool, cardinalities, seed)
-        (self.gp,) = settings_from_knobs(knobs, GPSettings)
+        self.gp, *self.extra = settings_from_knobs(knobs, GPSettings, *self.extra_settings)
+        self._fitted: tuple[int, Hyperparameters | None] | None = None  # (history length, fit)
 
     def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self._choose_by_gp(q, available, rng)
+
+    def _training_set(self, upto: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Normalised inputs and values the GP learns from (after `upto` observations), or
+        None when they cannot inform a model: fewer than n_init values, or all equal."""
+        idx, values = self.observed(upto)
+        if idx.size < self.gp.n_init or np.ptp(values) == 0:
+            return None
+        n = self.n_observed if upto is None else upto
+        train = cap_training_set(values, self.gp.max_train, np.random.default_rng([self.seed, n]))
+        return normalise(self.pool[idx[train]], self.cardinalities), values[train]
+
+    def _hyperparameters(self) -> Hyperparameters | None:
+        """Hyper-parameters fitted at the last refit point whose history informs a model."""
+        anchor = self.n_observed // self.gp.refit_every * self.gp.refit_every
+        data = self._training_set(anchor)
+        if data is None:
+            anchor, data = self.n_observed, self._training_set()
+        if self._fitted is None or self._fitted[0] != anchor:
+            fit = fit_hyperparameters(*data, self.gp.fit_maxiter, seed=self.seed + anchor)
+            self._fitted = (anchor, fit)
+        return self._fitted[1]
 
     def _choose_by_gp(self, q: int, candidates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """q of `candidates` (at least q proposable pool indices) chosen by the GP step."""
         if candidates.size == q:
             self.diagnostics["mode"] = "whole-region"
             return candidates
-        idx, values = self.observed()
-        if idx.size < self.gp.n_init or np.ptp(values) == 0:
-            self.diagnostics["mode"] = "random-init" if idx.size < self.gp.n_init else "random-flat"
+        data = self._training_set()
+        if data is None:
+            few = len(self.observed()[0]) < self.gp.n_init
+            self.diagnostics["mode"] = "random-init" if few else "random-flat"
             return rng.choice(candidates, size=q, replace=False)
-        train = cap_training_set(values, self.gp.max_train, rng)
         n_scored = max(self.gp.n_candidates, q)
         if candidates.size > n_scored:
             candidates = np.sort(rng.choice(candidates, size=n_scored, replace=False))
@@ -45,17 +78,17 @@ class BOSearcher(Searcher):
         if distinct.size <= q:  # identical encodings: the GP cannot tell them apart
             self.diagnostics["mode"] = "random-duplicates"
             return rng.choice(candidates, size=q, replace=False)
+        hyperparameters = self._hyperparameters()
+        if hyperparameters is None:
+            self.diagnostics["mode"] = "random-fit-failed"
+            return rng.choice(distinct, size=q, replace=False)
         positions = select_batch(
-            normalise(self.pool[idx[train]], self.cardinalities),
-            values[train],
+            build_gp(*data, hyperparameters),
             normalise(self.pool[distinct], self.cardinalities),
             normalise(self.pool[self._pending], self.cardinalities),
             q,
-            self.gp,
+            self.gp.mc_samples,
             seed=int(rng.integers(2**31)),
         )
-        if positions is None:
-            self.diagnostics["mode"] = "random-fit-failed"
-            return rng.choice(distinct, size=q, replace=False)
-        self.diagnostics.update(mode="gp", n_train=int(train.size), n_candidates=distinct.size)
+        self.diagnostics.update(mode="gp", n_train=len(data[1]), n_candidates=distinct.size)
         return distinct[positions]

@@ -2,7 +2,8 @@
 
 Shared by `bo` (candidates drawn from the whole remaining pool) and `lamcts_bo` (candidates
 drawn from the selected region). Cost is bounded by capping the GP's training set, the L-BFGS
-iterations of the hyper-parameter fit, the number of candidates scored and the MC samples.
+iterations of the hyper-parameter fit (and how often it runs), the number of candidates scored
+and the MC samples.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from gpunet.search.searchers.base import require_ints
 
+Hyperparameters = dict[str, torch.Tensor]
+
 
 @dataclass(frozen=True)
 class GPSettings:
@@ -31,12 +34,21 @@ class GPSettings:
     n_init: int = 20
     max_train: int = 128
     fit_maxiter: int = 30
+    refit_every: int = 8
     n_candidates: int = 1000
     mc_samples: int = 64
 
     def __post_init__(self) -> None:
         require_ints(
-            self, {"n_init": 1, "max_train": 2, "fit_maxiter": 1, "n_candidates": 1, "mc_samples": 1}
+            self,
+            {
+                "n_init": 1,
+                "max_train": 2,
+                "fit_maxiter": 1,
+                "refit_every": 1,
+                "n_candidates": 1,
+                "mc_samples": 1,
+            },
         )
 
 
@@ -60,50 +72,60 @@ def cap_training_set(values: np.ndarray, max_train: int, rng: np.random.Generato
     return np.concatenate([order[:n_best], np.sort(rest)])
 
 
-def fit_gp(train_x: torch.Tensor, train_y: torch.Tensor, fit_maxiter: int) -> SingleTaskGP:
-    """SingleTaskGP with standardised outcomes; raises ModelFittingError if fitting fails."""
-    model = SingleTaskGP(train_x, train_y, outcome_transform=Standardize(m=1))
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # max-iteration notices are the point of fit_maxiter
-        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": fit_maxiter}})
-    return model
+def build_gp(
+    train_x: np.ndarray, train_y: np.ndarray, hyperparameters: Hyperparameters | None = None
+) -> SingleTaskGP:
+    """SingleTaskGP on normalised inputs with standardised outcomes, optionally with given
+    hyper-parameters (the outcome standardisation always comes from `train_y`)."""
+    model = SingleTaskGP(
+        torch.as_tensor(train_x, dtype=torch.double),
+        torch.as_tensor(train_y, dtype=torch.double).unsqueeze(-1),
+        outcome_transform=Standardize(m=1),
+    )
+    if hyperparameters is not None:
+        model.load_state_dict(hyperparameters, strict=False)
+    return model.eval()
+
+
+def fit_hyperparameters(
+    train_x: np.ndarray, train_y: np.ndarray, fit_maxiter: int, seed: int
+) -> Hyperparameters | None:
+    """Maximum-marginal-likelihood GP hyper-parameters, or None when fitting fails."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_gp(train_x, train_y).train()
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # max-iteration notices are the point of maxiter
+                fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": fit_maxiter}})
+        except ModelFittingError:
+            return None
+    state = model.state_dict()
+    return {k: v for k, v in state.items() if not k.startswith("outcome_transform.")}
 
 
 def select_batch(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
+    model: SingleTaskGP,
     candidates: np.ndarray,
     pending_x: np.ndarray,
     q: int,
-    settings: GPSettings,
+    mc_samples: int,
     seed: int,
-) -> np.ndarray | None:
+) -> np.ndarray:
     """Positions (into `candidates`) of the q candidates maximising joint qLogNEI.
 
-    All inputs are already normalised to [0, 1]; `candidates` must be distinct rows and more
-    than q of them. Returns None when the GP cannot be fitted, so callers can fall back.
+    Inputs are normalised to [0, 1]; `candidates` must be distinct rows, more than q of them.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        x = torch.as_tensor(train_x, dtype=torch.double)
-        y = torch.as_tensor(train_y, dtype=torch.double).unsqueeze(-1)
-        try:
-            model = fit_gp(x, y, settings.fit_maxiter)
-        except ModelFittingError:
-            return None
         acq = qLogNoisyExpectedImprovement(
             model,
-            X_baseline=x,
-            sampler=SobolQMCNormalSampler(torch.Size([settings.mc_samples]), seed=seed),
+            X_baseline=model.train_inputs[0],
+            sampler=SobolQMCNormalSampler(torch.Size([mc_samples]), seed=seed),
             X_pending=torch.as_tensor(pending_x, dtype=torch.double) if len(pending_x) else None,
         )
         choices = torch.as_tensor(candidates, dtype=torch.double)
         chosen, _ = optimize_acqf_discrete(acq, q=q, choices=choices, unique=True)
-    return _positions_of(chosen.numpy(), candidates)
-
-
-def _positions_of(rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Map chosen rows back to their positions among the (distinct) candidate rows."""
     position = {row.tobytes(): i for i, row in enumerate(candidates)}
-    return np.array([position[row.tobytes()] for row in rows], dtype=np.int64)
+    return np.array([position[row.tobytes()] for row in chosen.numpy()], dtype=np.int64)

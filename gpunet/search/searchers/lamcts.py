@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from gpunet.search.searchers.base import Searcher, settings_from_knobs
 from gpunet.search.searchers.bo import BOSearcher
-from gpunet.search.searchers.gp import GPSettings, normalise
+from gpunet.search.searchers.gp import normalise
 from gpunet.search.searchers.partition import PartitionSettings, Step, depth_reached, select_path
 
 
@@ -25,10 +22,11 @@ class LAMCTSSearcher(BOSearcher):
     """
 
     name = "lamcts_bo"
+    extra_settings = (PartitionSettings,)
 
-    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0, **knobs: Any) -> None:
-        Searcher.__init__(self, pool, cardinalities, seed)
-        self.gp, self.partition = settings_from_knobs(knobs, GPSettings, PartitionSettings)
+    @property
+    def partition(self) -> PartitionSettings:
+        return self.extra[0]
 
     def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         idx, values = self.observed()

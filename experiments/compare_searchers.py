@@ -1,0 +1,359 @@
+"""Compare the searchers on synthetic objectives inside a pool (issue 4, paper §3.3.1).
+
+Every (searcher, objective, seed, batch size) run spends the same budget of evaluations; the
+best value so far after each evaluation is stored per run in experiments/results/
+searchers_runs.json as soon as the run ends, so an interrupted experiment resumes where it
+stopped. Then the median and inter-quartile band over seeds are plotted and tabulated, and the
+issue's targets are checked:
+
+  1. lamcts_bo reaches random's final best within <= budget/4 evaluations (median curves);
+  2. lamcts_bo's final best is no worse than bo's (medians over seeds).
+
+Usage:
+  python experiments/compare_searchers.py                      # Sobol fallback pool
+  python experiments/compare_searchers.py --pool tier_1ms.npy  # an (N, 41) tier pool
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from joblib import Parallel, delayed  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from gpunet.search.objectives import make_objective  # noqa: E402
+from gpunet.search.searchers import make_searcher  # noqa: E402
+from gpunet.search.searchers.gp import cap_training_set, fit_gp, normalise  # noqa: E402
+from gpunet.space import space_from_config  # noqa: E402
+from gpunet.space.sampling import sobol_encodings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SEARCHERS = ("random", "bo", "lamcts_bo", "evolution")
+FALLBACK_POOL_SIZE = 100_000
+
+
+def load_pool(pool_path: Path | None, space_cfg: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """The pool, its cardinalities (from the search-space config) and a line saying what it is."""
+    space = space_from_config(OmegaConf.load(space_cfg))
+    card = np.asarray(space.cardinalities, dtype=np.int64)
+    if pool_path is None:
+        pool = sobol_encodings(space, FALLBACK_POOL_SIZE, seed=0)
+        what = (
+            f"NOT a latency tier pool: no --pool given, so a fallback Sobol sample of "
+            f"{FALLBACK_POOL_SIZE:,} encodings (scrambled, seed 0) of {space_cfg.name}"
+        )
+        return pool, card, what
+    pool = np.load(pool_path)
+    return pool, card, f"tier pool {pool_path} ({len(pool):,} encodings, space {space_cfg.name})"
+
+
+def fingerprint(*parts: Any) -> str:
+    """Identity of a run's inputs, so cached runs are reused only for the same experiment."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return digest.hexdigest()[:16]
+
+
+def gp_rank_quality(searcher, objective, rng: np.random.Generator, n_probe: int = 2000) -> float:
+    """Spearman correlation between a GP fitted like the searcher's and the true values on
+    random pool members: how well the model ranks the pool after the run."""
+    idx, values = searcher.observed()
+    train = cap_training_set(values, searcher.gp.max_train, rng)
+    card = searcher.cardinalities
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x = torch.as_tensor(normalise(searcher.pool[idx[train]], card))
+        model = fit_gp(x, torch.as_tensor(values[train]).unsqueeze(-1), searcher.gp.fit_maxiter)
+        probe = rng.choice(len(searcher.pool), size=min(n_probe, len(searcher.pool)), replace=False)
+        with torch.no_grad():
+            mean = model.posterior(torch.as_tensor(normalise(searcher.pool[probe], card))).mean
+    return float(spearmanr(mean.squeeze(-1).numpy(), objective(searcher.pool[probe])).statistic)
+
+
+def run_one(
+    pool: np.ndarray, card: np.ndarray, searcher_cfg: dict, objective_cfg: dict, seed: int,
+    q: int, budget: int,
+) -> dict[str, Any]:
+    """One search: best-so-far after each evaluation, wall time and what the searcher did."""
+    torch.set_num_threads(1)  # two runs share two cores; threads only add contention
+    objective = make_objective(objective_cfg, card)
+    searcher = make_searcher(searcher_cfg, pool, card, seed)
+    values: list[float] = []
+    trace: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    while searcher.n_observed < budget:
+        idx = searcher.propose(min(q, budget - searcher.n_observed))
+        trace.append(dict(searcher.diagnostics))
+        batch = objective(pool[idx])
+        searcher.observe(idx, batch)
+        values += batch.tolist()
+    out: dict[str, Any] = {
+        "best_so_far": np.maximum.accumulate(values).tolist(),
+        "seconds": time.perf_counter() - start,
+        "modes": dict(Counter(d.get("mode", "none") for d in trace)),
+    }
+    if "n_init" in searcher_cfg:
+        out["gp_spearman"] = gp_rank_quality(searcher, objective, np.random.default_rng(seed))
+    tree = [d for d in trace if "path_depth" in d]
+    if tree:
+        out["tree"] = {
+            "path_depth": [d["path_depth"] for d in tree],
+            "level_used": [d["level_used"] for d in tree],
+            "region_fraction": [d["region_fraction"] for d in tree],
+            "leaf_samples": [d["leaf_samples"] for d in tree],
+        }
+    return out
+
+
+def run_keyed(key: str, fp: str, *args: Any) -> tuple[str, str, dict[str, Any]]:
+    """`run_one`, tagged with its cache key, so results can be saved in completion order."""
+    return key, fp, run_one(*args)
+
+
+def save_json(path: Path, data: dict) -> None:
+    """Write via a temp file and rename, so a crash never leaves half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def evals_to_reach(curve: np.ndarray, target: float) -> int | None:
+    """First evaluation count at which `curve` reaches `target` (None: never)."""
+    hits = np.flatnonzero(curve >= target)
+    return int(hits[0]) + 1 if hits.size else None
+
+
+def summarise(runs: dict, args, pool_line: str, pool_max: dict[str, float]) -> str:
+    """Markdown report + CSV table + PNG plots; returns the markdown."""
+    quarter = args.budget // 4
+    rows, verdicts, diag = [], [], []
+    for q in args.batch_sizes:
+        fig, axes = plt.subplots(1, len(args.objectives), figsize=(5 * len(args.objectives), 4))
+        for ax, obj in zip(np.atleast_1d(axes), args.objectives, strict=True):
+            curves = {
+                s: np.array([runs[run_key(s, obj, seed, q)]["best_so_far"] for seed in args.seeds])
+                for s in args.searchers
+            }
+            med = {s: np.median(c, axis=0) for s, c in curves.items()}
+            random_final = med["random"][-1] if "random" in med else None
+            for s, c in curves.items():
+                lo, hi = np.percentile(c, [25, 75], axis=0)
+                n = np.arange(1, c.shape[1] + 1)
+                style = {"color": "black", "ls": "--"} if s == "random" else {}
+                ax.plot(n, med[s], label=s, **style)
+                ax.fill_between(n, lo, hi, alpha=0.2)
+                finals = c[:, -1]
+                reach = evals_to_reach(med[s], random_final) if random_final is not None else None
+                seconds = [runs[run_key(s, obj, seed, q)]["seconds"] for seed in args.seeds]
+                rows.append(
+                    {
+                        "objective": obj, "q": q, "searcher": s,
+                        "median_final": float(np.median(finals)),
+                        "iqr_final": float(np.subtract(*np.percentile(finals, [75, 25]))),
+                        "evals_to_random_final": reach,
+                        "median_run_s": float(np.median(seconds)),
+                    }
+                )
+            if random_final is not None:
+                ax.axhline(random_final, color="grey", ls=":", lw=1)
+                ax.axvline(quarter, color="grey", ls="--", lw=1)
+            ax.set_title(f"{obj} (pool max {pool_max[obj]:.4g}), q={q}")
+            ax.set_xlabel("evaluations")
+            ax.set_ylabel("best so far (negated function)")
+            early = min(np.percentile(c[:, c.shape[1] // 10], 25) for c in curves.values())
+            ax.set_ylim(early, pool_max[obj] + 0.02 * (pool_max[obj] - early))
+            if {"random", "bo", "lamcts_bo"} <= set(curves):
+                reach = evals_to_reach(med["lamcts_bo"], random_final)
+                verdicts.append(
+                    {
+                        "objective": obj, "q": q,
+                        "lamcts_evals_to_random_final": reach,
+                        "target1": reach is not None and reach <= quarter,
+                        "lamcts_final": float(med["lamcts_bo"][-1]),
+                        "bo_final": float(med["bo"][-1]),
+                        "target2": bool(med["lamcts_bo"][-1] >= med["bo"][-1]),
+                    }
+                )
+            for s in ("bo", "lamcts_bo"):
+                if s in curves:
+                    diag.append(diagnose(runs, s, obj, q, args.seeds))
+        np.atleast_1d(axes)[0].legend()
+        fig.suptitle(f"Best so far, median and IQR over {len(args.seeds)} seeds; {pool_line}",
+                     fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.out / f"searchers_best_so_far_q{q}.png", dpi=120)
+        plt.close(fig)
+    write_csv(args.out / "searchers_comparison.csv", rows)
+    return render_markdown(args, pool_line, pool_max, rows, verdicts, diag)
+
+
+def diagnose(runs: dict, s: str, obj: str, q: int, seeds: list[int]) -> dict[str, Any]:
+    """Why lamcts_bo does what it does: tree depth, region sizes, back-offs, GP quality."""
+    rs = [runs[run_key(s, obj, seed, q)] for seed in seeds]
+    out: dict[str, Any] = {"searcher": s, "objective": obj, "q": q}
+    out["gp_spearman"] = float(np.median([r["gp_spearman"] for r in rs]))
+    modes = Counter()
+    for r in rs:
+        modes.update(r["modes"])
+    out["modes"] = dict(modes)
+    trees = [r["tree"] for r in rs if "tree" in r]
+    if trees:
+        depth = np.concatenate([t["path_depth"] for t in trees])
+        level = np.concatenate([t["level_used"] for t in trees])
+        frac = np.concatenate([t["region_fraction"] for t in trees])
+        out.update(
+            median_path_depth=float(np.median(depth)),
+            max_path_depth=int(depth.max()),
+            backoff_share=float(np.mean(level < depth)),
+            region_fraction_median=float(np.median(frac)),
+            region_fraction_q10_q90=[float(v) for v in np.percentile(frac, [10, 90])],
+        )
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    header = list(rows[0])
+    lines = [",".join(header)] + [",".join("" if r[h] is None else str(r[h]) for h in header)
+                                  for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def render_markdown(args, pool_line, pool_max, rows, verdicts, diag) -> str:
+    fmt = lambda v: "—" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    out = [
+        "# Searcher comparison on synthetic objectives",
+        "",
+        f"**Pool: {pool_line}.**",
+        "",
+        f"Budget {args.budget} evaluations; seeds {args.seeds}; batch sizes {args.batch_sizes}; "
+        "values are negated functions (maximised); searcher knobs from conf/searcher/*.yaml, "
+        "objectives from conf/objective/*.yaml. Produced by experiments/compare_searchers.py.",
+        "",
+        "## Targets (medians over seeds)",
+        "",
+        f"| objective | q | lamcts_bo evals to random's final best (target <= {args.budget // 4}) "
+        "| met | lamcts_bo final | bo final | met (lamcts_bo >= bo) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        out.append(
+            f"| {v['objective']} | {v['q']} | {fmt(v['lamcts_evals_to_random_final'])} | "
+            f"{'yes' if v['target1'] else 'NO'} | {fmt(v['lamcts_final'])} | {fmt(v['bo_final'])} "
+            f"| {'yes' if v['target2'] else 'NO'} |"
+        )
+    out += [
+        "",
+        "## All searchers",
+        "",
+        "| objective (pool max) | q | searcher | median final best | IQR | evals to random's "
+        "final (median curve) | median run s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['objective']} ({pool_max[r['objective']]:.4g}) | {r['q']} | {r['searcher']} | "
+            f"{fmt(r['median_final'])} | {fmt(r['iqr_final'])} | "
+            f"{fmt(r['evals_to_random_final'])} | {r['median_run_s']:.1f} |"
+        )
+    out += [
+        "",
+        "## Diagnostics of the model-based searchers",
+        "",
+        "gp_spearman: rank correlation, on 2,000 random pool members, between the true values and "
+        "a GP fitted (as in the searcher) to the run's observations (median over seeds). "
+        "Tree columns: depth of the UCB path, share of proposals whose leaf region held fewer "
+        "than q members (back-off to an ancestor), and the leaf region's fraction of the pool.",
+        "",
+        "| searcher | objective | q | gp_spearman | median depth | max depth | back-off share "
+        "| region fraction median (q10-q90) | modes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in diag:
+        band = d.get("region_fraction_q10_q90")
+        out.append(
+            f"| {d['searcher']} | {d['objective']} | {d['q']} | {d['gp_spearman']:.3f} | "
+            f"{fmt(d.get('median_path_depth'))} | {fmt(d.get('max_path_depth'))} | "
+            f"{fmt(d.get('backoff_share'))} | "
+            + (f"{d['region_fraction_median']:.3g} ({band[0]:.2g}-{band[1]:.2g})" if band else "—")
+            + f" | {d['modes']} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def run_key(searcher: str, objective: str, seed: int, q: int) -> str:
+    return f"{searcher}|{objective}|seed{seed}|q{q}"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--pool", type=Path, help="(N, 41) integer .npy tier pool; default: Sobol")
+    p.add_argument("--search-space", type=Path, default=ROOT / "conf/search_space/gpunet.yaml",
+                   help="search-space config giving the cardinalities of the pool's digits")
+    p.add_argument("--searchers", nargs="+", default=list(SEARCHERS), choices=SEARCHERS)
+    p.add_argument("--objectives", nargs="+", default=["ackley", "levy", "styblinski_tang"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 1])
+    p.add_argument("--budget", type=int, default=300)
+    p.add_argument("--jobs", type=int, default=2, help="parallel runs (processes)")
+    p.add_argument("--out", type=Path, default=ROOT / "experiments/results")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    pool, card, pool_line = load_pool(args.pool, args.search_space)
+    cfgs = {
+        s: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/searcher/{s}.yaml"))
+        for s in args.searchers
+    }
+    objs = {
+        o: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/objective/{o}.yaml"))
+        for o in args.objectives
+    }
+    pool_max = {o: float(make_objective(objs[o], card)(pool).max()) for o in args.objectives}
+    cache_path = args.out / "searchers_runs.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    pool_id = fingerprint(pool, card)
+    todo, runs = [], {}
+    for s in args.searchers:
+        for o in args.objectives:
+            for seed in args.seeds:
+                for q in args.batch_sizes:
+                    key = run_key(s, o, seed, q)
+                    fp = fingerprint(pool_id, cfgs[s], objs[o], seed, q, args.budget)
+                    if cache.get(key, {}).get("fingerprint") == fp:
+                        runs[key] = cache[key]
+                    else:
+                        todo.append((key, fp, s, o, seed, q))
+    # Slowest first (one GP step per evaluation) so that the two workers finish together.
+    todo.sort(key=lambda t: (t[2] not in ("bo", "lamcts_bo"), t[5] != 1))
+    jobs = (delayed(run_keyed)(key, fp, pool, card, cfgs[s], objs[o], seed, q, args.budget)
+            for key, fp, s, o, seed, q in todo)
+    results = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(jobs)
+    for key, fp, result in tqdm(results, total=len(todo), desc="runs", unit="run"):
+        runs[key] = cache[key] = {**result, "fingerprint": fp}
+        save_json(cache_path, cache)
+    report = summarise(runs, args, pool_line, pool_max)
+    (args.out / "searchers_comparison.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
