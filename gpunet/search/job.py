@@ -10,10 +10,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import hydra
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gpunet.space import encoding_to_spec, space_from_config
+
+
+def evaluate(objective: DictConfig, encoding: list[int], cardinalities: np.ndarray) -> float:
+    """A synthetic objective by name, or any `_target_` callable (encoding, cardinalities) -> value
+    (a surrogate, a predictor, a test double)."""
+    if objective.get("_target_"):
+        return float(hydra.utils.get_method(objective._target_)(encoding, cardinalities))
+    from gpunet.search.objectives import evaluate_objective
+
+    return float(evaluate_objective(objective, encoding, cardinalities))
 
 
 def run_trial(cfg: DictConfig) -> dict[str, Any]:
@@ -32,9 +44,7 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
         out = {"status": result.status, "value": result.best_top1, "curve": list(result.curve),
                "error": result.error, "epochs": result.epochs}
     else:
-        from gpunet.search.objectives import evaluate_objective
-
-        value = evaluate_objective(cfg.objective, encoding, space.cardinalities)
-        out = {"status": "completed", "value": float(value), "curve": [], "error": None}
+        out = {"status": "completed", "value": evaluate(cfg.objective, encoding, space.cardinalities),
+               "curve": [], "error": None}
     out["duration_s"] = time.perf_counter() - start
     return out

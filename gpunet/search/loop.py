@@ -53,9 +53,11 @@ def load_tier_pool(cfg: DictConfig) -> TierPool:
 
     space = space_from_config(cfg.search_space)
     table = ensure_table(cfg)
-    encodings, latencies = tier_pool(space, table, cfg.tier, n=int(cfg.search.pool_samples),
-                                     seed=int(cfg.search.pool_seed),
-                                     cache_dir=Path(cfg.search.pool_cache_dir))
+    pool = cfg.search.pool
+    encodings, latencies = tier_pool(space, table, cfg.tier, n=int(pool.samples),
+                                     seed=int(pool.seed), cache_dir=Path(pool.cache_dir),
+                                     num_classes=int(cfg.latency.num_classes),
+                                     calibrated=bool(cfg.latency.calibrated))
     return TierPool(encodings, latencies)
 
 
@@ -63,14 +65,19 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path) -> list[str]:
-    """The overrides of one trial's job: the search's own, the candidate, and its directory."""
-    return [*base,
-            f"trial.number={trial.number}",
-            f"trial.encoding=[{','.join(str(int(x)) for x in trial.encoding)}]",
-            f"search.dir={_quote(str(search_dir))}",
-            f"hydra.sweep.dir={_quote(str(search_dir / 'trials'))}",
-            f"hydra.sweep.subdir={trial.number:04d}"]
+def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path,
+                  early_stopping: bool) -> list[str]:
+    """The overrides of one trial's job: the search's own, the candidate, and its directory
+    (fixed per trial number, so a trial that runs again resumes from its checkpoint)."""
+    overrides = [*base,
+                 f"trial.number={trial.number}",
+                 f"trial.encoding=[{','.join(str(int(x)) for x in trial.encoding)}]",
+                 f"search.dir={_quote(str(search_dir))}",
+                 f"hydra.sweep.dir={_quote(str(search_dir / 'trials'))}",
+                 f"hydra.sweep.subdir={trial.number:04d}"]
+    if early_stopping:
+        overrides.append(f"early_stop.journal={_quote(str(search_dir / 'journal.jsonl'))}")
+    return overrides
 
 
 def _record(trial: Trial, ret: JobReturn) -> Trial:
@@ -125,8 +132,9 @@ def run_search(cfg: DictConfig, overrides: Sequence[str], search_dir: Path, laun
                 trial.job, trial.status = next_job + offset, "running"
                 journal.append(trial)
                 trials[trial.number] = trial
-            returns = launcher.launch([job_overrides(overrides, t, search_dir) for t in batch],
-                                      initial_job_idx=next_job)
+            early = bool(settings.early_stopping) and cfg.objective.name == "train"
+            returns = launcher.launch([job_overrides(overrides, t, search_dir.resolve(), early)
+                                       for t in batch], initial_job_idx=next_job)
             for trial, ret in zip(batch, returns, strict=True):
                 journal.append(_record(trial, ret))
                 searcher.observe([pool.index_of(trial.encoding)], [trial.observed_value])

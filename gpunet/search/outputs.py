@@ -108,7 +108,7 @@ def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str) -> d
         "params": cost.params, "macs": cost.macs, "resolution": spec.resolution,
         "onnx": onnx_path.name, "spec": spec.to_dict(),
     }
-    _atomic_text(search_dir / "best.yaml", yaml.safe_dump(summary, sort_keys=False))
+    _atomic_text(search_dir / "best.yaml", yaml.safe_dump(summary, sort_keys=False, default_flow_style=None))
     return summary
 
 
