@@ -22,7 +22,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from gpunet.latency.backends import Backend, create_backend
+from gpunet.latency.backends import create_backend
 from gpunet.latency.io import write_json
 from gpunet.latency.keys import Probe, spec_probes
 from gpunet.latency.parallel import measure_into, measure_parallel
@@ -67,25 +67,13 @@ def worker_count(latency: Mapping[str, Any], device: Mapping[str, Any]) -> int:
     return int(workers)
 
 
-def open_table(cfg: DictConfig | Mapping[str, Any], backend: Backend | None = None) -> LatencyTable:
-    """The table of cfg's device and backend (created empty if needed)."""
-    latency, device = plain(cfg["latency"]), plain(cfg["device"])
-    owned = backend is None
-    backend = backend or create_backend(latency, device)
-    try:
-        return LatencyTable(table_path(latency), backend.context())
-    finally:
-        if owned:
-            backend.close()
-
-
 def fill(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str,
          seed: int = 0) -> BuildReport:
     """Measure the entries of `probes` missing from cfg's table; returns what was done."""
     latency, device = plain(cfg["latency"]), plain(cfg["device"])
     backend = create_backend(latency, device)
     try:
-        table = LatencyTable(table_path(latency), backend.context())
+        table = LatencyTable(table_path(latency), backend.context(), int(latency["num_classes"]))
         present = table.keys()
         missing = [p for p in {p.key: p for p in probes}.values() if p.key not in present]
         keys = len({p.key for p in probes})

@@ -136,9 +136,13 @@ def _check_encodings(space: SearchSpace, X: np.ndarray) -> np.ndarray:
 
 
 def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
-                  num_classes: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of entries in ns, number of entries) of every row of X; int64 arrays of shape (N,)."""
+                  num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of entries in ns, number of entries) of every row of X; int64 arrays of shape (N,).
+
+    The head classifies `num_classes` classes (None: `table.num_classes`).
+    """
     X = _check_encodings(space, X)
+    num_classes = table.num_classes if num_classes is None else int(num_classes)
     medians = table.medians_ns()
     r = reach(space, num_classes)
     columns = {(d.stage, d.field): d.position for d in space.digits}
@@ -187,7 +191,8 @@ def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
 
 
 def estimate_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
-                       num_classes: int = 1000, calibrated: bool = False) -> np.ndarray:
-    """Estimated latency in ms of every encoding (row) of X, shape (N,) float64."""
+                       num_classes: int | None = None, calibrated: bool = False) -> np.ndarray:
+    """Estimated latency in ms of every encoding (row) of X, shape (N,) float64 (the head of
+    `num_classes` classes; None: `table.num_classes`)."""
     total, entries = sum_encodings(space, table, X, num_classes)
     return _to_ms(total, entries, _calibration(table, calibrated))

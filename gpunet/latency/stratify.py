@@ -65,7 +65,8 @@ def all_tiers() -> list[Tier]:
 
 
 def sample_latencies(space: SearchSpace, table: LatencyTable, n: int, seed: int,
-                     num_classes: int = 1000, calibrated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     num_classes: int | None = None, calibrated: bool = False,
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """`n` Sobol encodings of `space` and their estimated latencies (ms)."""
     X = sobol_encodings(space, n, seed)
     return X, estimate_encodings(space, table, X, num_classes, calibrated)
@@ -114,12 +115,16 @@ def plot_tiers(latencies: np.ndarray, tiers: Sequence[Tier], title: str, path: P
 
 def tier_pool(space: SearchSpace, table: LatencyTable, tier_cfg: Mapping[str, Any] | DictConfig,
               n: int = 1_000_000, seed: int = 0, cache_dir: str | Path = "outputs/latency/pools", *,
-              num_classes: int = 1000, calibrated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              num_classes: int | None = None, calibrated: bool = False,
+              ) -> tuple[np.ndarray, np.ndarray]:
     """The networks of a tier: (encodings int16 (M, D), estimated latencies ms (M,)).
 
-    Raises EmptyTierError, naming the latency range that exists, when the band holds none.
+    Estimates assume a head of `num_classes` classes (None: `table.num_classes`) and apply the
+    table's calibration if `calibrated`. Raises EmptyTierError, naming the latency range that
+    exists, when the band holds none.
     """
     tier = Tier.from_config(tier_cfg)
+    num_classes = table.num_classes if num_classes is None else int(num_classes)
     key = pool_key(space, table, n, seed, num_classes, calibrated)
     lo, hi = tier.band
     path = Path(cache_dir) / f"{space.name}-{key}-{lo:g}-{hi:g}ms.npz"
@@ -139,31 +144,19 @@ def tier_pool(space: SearchSpace, table: LatencyTable, tier_cfg: Mapping[str, An
     return X[keep], latencies[keep]
 
 
-def pool_for(cfg: DictConfig | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """tier_pool for an app config with search_space, device, latency and tier nodes."""
-    space = space_from_config(cfg["search_space"])
-    latency = plain(cfg["latency"])
-    pool = latency["pool"]
-    return tier_pool(space, ensure_table(cfg), cfg["tier"], int(pool["samples"]), int(pool["seed"]),
-                     to_absolute_path(pool["cache_dir"]), num_classes=int(latency["num_classes"]),
-                     calibrated=bool(latency["calibrated"]))
-
-
 def stratify(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     """Histogram of the space's sampled latencies with every tier, and each tier's pool size."""
     space = space_from_config(cfg["search_space"])
-    latency = plain(cfg["latency"])
+    latency, options = plain(cfg["latency"]), plain(cfg["stratify"])
     table = ensure_table(cfg)
-    n, seed = int(latency["pool"]["samples"]), int(latency["pool"]["seed"])
-    _, latencies = sample_latencies(space, table, n, seed, int(latency["num_classes"]),
-                                    bool(latency["calibrated"]))
-    options = plain(cfg["stratify"])
+    n, seed = int(options["samples"]), int(options["seed"])
+    _, latencies = sample_latencies(space, table, n, seed, calibrated=bool(latency["calibrated"]))
     tiers = all_tiers() if options["all_tiers"] else [Tier.from_config(cfg["tier"])]
     stem = out_dir / options["prefix"]
     ctx = table.context
     summary = {
         "search_space": space.name, "context": ctx, "samples": n, "seed": seed,
-        "calibrated": bool(latency["calibrated"]), "num_classes": int(latency["num_classes"]),
+        "calibrated": bool(latency["calibrated"]), "num_classes": table.num_classes,
         "range_ms": [float(latencies.min()), float(latencies.max())],
         "percentiles_ms": {str(q): float(v) for q, v in
                            zip((1, 10, 50, 90, 99), np.percentile(latencies, [1, 10, 50, 90, 99]))},

@@ -84,15 +84,21 @@ def _now() -> str:
 
 
 class LatencyTable:
-    """The entries of one context in one SQLite file; creates the file when it does not exist."""
+    """The entries of one context in one SQLite file; creates the file when it does not exist.
 
-    def __init__(self, path: str | Path, context: Mapping[str, Any], timeout_s: float = 120.0) -> None:
+    `num_classes` is the head's classifier size that estimates of encodings assume by default
+    (the app's class count; `ensure_table` sets it from latency.num_classes).
+    """
+
+    def __init__(self, path: str | Path, context: Mapping[str, Any], num_classes: int = 1000,
+                 timeout_s: float = 120.0) -> None:
         self.path = Path(path)
+        self.num_classes = int(num_classes)
         self.context = json.loads(canonical_context(context))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
         try:
-            self._open()
+            self._run(self._open)
         except BaseException:
             self._conn.close()
             raise
@@ -136,9 +142,11 @@ class LatencyTable:
         return int(self._run(lambda: self._conn.execute(f"PRAGMA {name}").fetchone()[0]))
 
     def _run(self, fn):
-        """Run a query; a damaged or foreign file becomes one clear error naming it."""
+        """Run queries; a damaged or foreign file becomes one clear error naming it."""
         try:
             return fn()
+        except LatencyTableError:
+            raise
         except sqlite3.DatabaseError as err:
             if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
                 raise LatencyTableError(f"{self.path} stayed locked by another process: {err}") from err
@@ -206,17 +214,17 @@ class LatencyTable:
             if not (median > 0 and p90 >= median and runs > 0):
                 raise ValueError(f"not a valid timing: median {median}, p90 {p90}, runs {runs}")
         with self._write():
-            self._conn.executemany(
+            self._run(lambda: self._conn.executemany(
                 "INSERT OR REPLACE INTO entries (context_id, key, fields, median_ms, p90_ms, runs, "
-                "measured_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                "measured_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows))
 
     def set_calibration(self, calibration: Calibration) -> None:
         with self._write():
-            self._conn.execute(
+            self._run(lambda: self._conn.execute(
                 "INSERT OR REPLACE INTO calibrations (context_id, a, b, c, mape, networks, fitted_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (self.context_id, calibration.a, calibration.b, calibration.c, calibration.mape,
-                 calibration.networks, _now()))
+                 calibration.networks, _now())))
 
     def close(self) -> None:
         self._conn.close()
@@ -228,7 +236,7 @@ class LatencyTable:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LatencyTable({str(self.path)!r}, {self.context})"
+        return f"LatencyTable({str(self.path)!r}, {self.context}, num_classes={self.num_classes})"
 
 
 class _Transaction:

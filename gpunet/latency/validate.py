@@ -90,9 +90,9 @@ def fidelity(sums_ms: np.ndarray, entries: np.ndarray, measured_ms: np.ndarray) 
 def measure_sample(space: SearchSpace, table: LatencyTable, cfg: DictConfig | Mapping[str, Any],
                    networks: int, seed: int) -> dict[str, np.ndarray]:
     """Sobol networks of `space`: their table sums, entry counts and end-to-end latencies."""
-    num_classes = int(cfg["latency"]["num_classes"])
+    num_classes = table.num_classes
     X = sobol_encodings(space, networks, seed)
-    sums_ns, entries = sum_encodings(space, table, X, num_classes)
+    sums_ns, entries = sum_encodings(space, table, X)
     backend = create_backend(plain(cfg["latency"]), plain(cfg["device"]))
     try:
         measured = np.array([backend.measure_network(encoding_to_spec(space, x, num_classes)).median_ms

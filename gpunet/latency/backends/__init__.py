@@ -18,10 +18,10 @@ BACKENDS = {
 
 def create_backend(latency: Mapping[str, Any], device: Mapping[str, Any],
                    device_index: int = 0) -> Backend:
-    """The backend named by `latency.backend` for `device` (its `device_index`-th GPU)."""
-    name = latency.get("backend")
+    """The backend named by `latency.name` for `device` (its `device_index`-th GPU)."""
+    name = latency.get("name")
     if name not in BACKENDS:
-        raise ValueError(f"latency.backend={name!r} is not one of {sorted(BACKENDS)}")
+        raise ValueError(f"latency.name={name!r} is not a latency backend; use one of {sorted(BACKENDS)}")
     module, cls = BACKENDS[name]
     return getattr(importlib.import_module(module), cls)(latency, device, device_index)
 

@@ -1,0 +1,160 @@
+"""Building the table: enumerate, measure only what is missing, in parallel, resumable; configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from omegaconf import OmegaConf
+from test_latency_support import TINY, compose_cfg, tiny_space, write_space_dir
+
+from gpunet.latency.backends import BackendUnavailable
+from gpunet.latency.build import build_table, ensure_table, measure_network
+from gpunet.latency.estimate import estimate_encodings
+from gpunet.latency.keys import spec_probes
+from gpunet.latency.space_keys import reach
+from gpunet.paths import CONF_DIR
+from gpunet.space import NetworkSpec, encoding_to_spec, sobol_encodings
+
+TINY_KEYS = len(reach(tiny_space(), 10).probes())
+
+
+def test_build_measures_every_key_once_then_nothing(tmp_path):
+    cfg = compose_cfg(tmp_path, space=TINY)
+    first = build_table(cfg)
+    assert (first.keys, first.present, first.measured) == (TINY_KEYS, 0, TINY_KEYS)
+    assert len(first.table) == TINY_KEYS and first.table.num_classes == 10
+    assert first.table.context["backend"] == "onnxruntime"
+    assert first.table.context["settings"] == {"threads": 1, "opset": 17, "graph_optimization": "all",
+                                               "clock": "thread"}
+    second = build_table(cfg)
+    assert (second.present, second.measured) == (TINY_KEYS, 0)
+    # the table now estimates every network of the space
+    space = tiny_space()
+    X = sobol_encodings(space, 64, seed=0)
+    assert (estimate_encodings(space, ensure_table(cfg), X) > 0).all()
+
+
+def test_parallel_workers_fill_the_same_table(tmp_path):
+    cfg = compose_cfg(tmp_path, "latency.workers=2", space=TINY)
+    report = build_table(cfg)
+    assert report.measured == TINY_KEYS and len(report.table) == TINY_KEYS
+    rows = sqlite3.connect(report.table.path).execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+    assert rows == TINY_KEYS
+
+
+def test_measure_network_gives_milliseconds(tmp_path):
+    cfg = compose_cfg(tmp_path, space=TINY)
+    spec = encoding_to_spec(tiny_space(), sobol_encodings(tiny_space(), 1, 0)[0], num_classes=10)
+    assert 0 < measure_network(spec, cfg) < 100
+
+
+def run_build(tmp_path, *overrides: str) -> subprocess.Popen:
+    conf = write_space_dir(tmp_path)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpunet.latency.build", "--config-dir", str(conf), "search_space=tiny",
+         f"latency.table={tmp_path / 'table.sqlite'}", "latency.num_classes=10", "latency.warmup=1",
+         f"hydra.run.dir={tmp_path / 'run'}", *overrides],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def count_rows(path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        return sqlite3.connect(path, timeout=5).execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_the_app_resumes_after_being_killed(tmp_path):
+    table = tmp_path / "table.sqlite"
+    proc = run_build(tmp_path, "latency.runs=400")  # slow enough to be killed midway
+    deadline = time.monotonic() + 120
+    while count_rows(table) < 5:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = count_rows(table)
+    assert 5 <= done < TINY_KEYS
+    out, err = run_build(tmp_path, "latency.runs=5").communicate(timeout=300)
+    assert f"{TINY_KEYS:,} latency-table entries; {done:,} already in" in out, err
+    assert f"measuring {TINY_KEYS - done:,} with 1 worker(s)" in out
+    assert "measuring: 100%" in err  # the progress bar (with its ETA) is on stderr
+    assert count_rows(table) == TINY_KEYS
+    summary = json.loads((tmp_path / "run" / "build_summary.json").read_text())
+    assert summary["measured"] == TINY_KEYS - done and summary["keys"] == TINY_KEYS
+
+
+def test_the_app_adds_a_network_given_as_arch(tmp_path):
+    spec = encoding_to_spec(tiny_space(), sobol_encodings(tiny_space(), 1, 0)[0], num_classes=10)
+    data = {**spec.to_dict(), "name": "net36", "resolution": 36}  # 36 px: not in the space
+    spec_json = tmp_path / "net36.json"
+    spec_json.write_text(json.dumps(data))
+    out, err = run_build(tmp_path, "latency.runs=3", f"arch={spec_json}").communicate(timeout=300)
+    space_keys = {p.key for p in reach(tiny_space(), 10).probes()}
+    extra = len({p.key for p in spec_probes(NetworkSpec.from_dict(data))} - space_keys)
+    assert extra > 0
+    assert f"search space 'tiny' + network net36: {TINY_KEYS + extra:,} latency-table entries" in out, err
+    assert count_rows(tmp_path / "table.sqlite") == TINY_KEYS + extra
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("latency_build", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("overrides, backend, precision", [
+    ([], "onnxruntime", "fp32"),
+    (["device=h100"], "tensorrt", "fp16"),
+    (["device=a100"], "tensorrt", "fp16"),
+    (["device=gv100"], "torch", "fp16"),
+    (["device=h100", "latency=torch"], "torch", "fp16"),
+    (["latency=torch", "device=h100"], "torch", "fp16"),
+    (["latency=torch"], "torch", "fp32"),
+])
+def test_a_device_selects_its_backend_and_latency_overrides_it(overrides, backend, precision):
+    cfg = compose(*overrides)
+    assert cfg.latency.name == backend and cfg.latency.precision == precision
+    assert cfg.latency.table.endswith(f"{cfg.device.name}-{backend}-{precision}-b1.sqlite")
+
+
+@pytest.mark.parametrize("device", sorted(p.stem for p in (CONF_DIR / "device").glob("*.yaml")))
+def test_every_device_has_the_keys_training_and_latency_read(device):
+    cfg = compose(f"device={device}")
+    d = cfg.device
+    assert d.type in ("cpu", "cuda") and d.precision in ("fp32", "fp16") and d.batch_size == 1
+    expected = ("cpu", "32-true") if d.type == "cpu" else ("gpu", "16-mixed")
+    assert (d.accelerator, d.train_precision) == expected
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+def test_search_space_default_is_cpu_and_table1_stays_available():
+    assert compose().search_space.name == "cpu"
+    assert compose("search_space=gpunet").search_space.name == "gpunet"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_building_for_a_gpu_without_tensorrt_names_the_extra(tmp_path):
+    cfg = compose_cfg(tmp_path, "device=h100", space=TINY)
+    with pytest.raises(BackendUnavailable, match=r"gpunet\[tensorrt\]"):
+        ensure_table(cfg)
+
+
+@pytest.mark.slow
+def test_the_whole_cpu_space_table_builds(tmp_path):
+    cfg = compose_cfg(tmp_path, "latency.runs=50", "latency.warmup=10")
+    report = build_table(cfg)
+    assert report.keys == 1183 and len(report.table) == 1183

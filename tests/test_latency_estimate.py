@@ -1,0 +1,118 @@
+"""The estimate: the per-spec and vectorised sums agree exactly; missing entries are named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_latency_support import all_encodings, synthetic_table, tiny_space
+
+from gpunet.latency.estimate import MissingEntryError, estimate_encodings, estimate_spec, sum_spec
+from gpunet.latency.keys import spec_probes
+from gpunet.latency.table import Calibration, LatencyTable
+from gpunet.latency.timing import Timing
+from gpunet.space import encoding_to_spec, load_space, released_spec, sobol_encodings
+
+CPU = load_space("cpu")
+
+
+@pytest.fixture(scope="module")
+def cpu_table(tmp_path_factory):
+    return synthetic_table(tmp_path_factory.mktemp("cpu") / "t.sqlite", CPU, num_classes=10)
+
+
+def test_both_paths_agree_exactly_on_every_network_of_a_tiny_space(tmp_path):
+    space = tiny_space()
+    table = synthetic_table(tmp_path / "t.sqlite", space)
+    X = all_encodings(space)
+    fast = estimate_encodings(space, table, X)
+    slow = np.array([estimate_spec(encoding_to_spec(space, x, num_classes=10), table) for x in X])
+    assert np.array_equal(fast, slow)
+    # ... and the sum is the plain sum of the entries, layer by layer
+    medians = table.medians_ns()
+    spec = encoding_to_spec(space, X[-1], num_classes=10)
+    assert fast[-1] == sum(medians[p.key] for p in spec_probes(spec)) / 1e6
+
+
+def test_both_paths_agree_exactly_on_sobol_samples_of_the_cpu_space(cpu_table):
+    X = sobol_encodings(CPU, 400, seed=3)
+    fast = estimate_encodings(CPU, cpu_table, X)
+    slow = [estimate_spec(encoding_to_spec(CPU, x, num_classes=10), cpu_table) for x in X]
+    assert fast.tolist() == slow
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 10**6), min_size=41, max_size=41))
+def test_both_paths_agree_on_random_encodings_calibrated_too(cpu_table, raw):
+    x = np.array(raw) % CPU.cardinalities
+    cpu_table.set_calibration(Calibration(0.93, 0.0021, -0.017, 3.0, 40))
+    spec = encoding_to_spec(CPU, x, num_classes=10)
+    for calibrated in (False, True):
+        assert estimate_encodings(CPU, cpu_table, x[None], calibrated=calibrated)[0] == \
+            estimate_spec(spec, cpu_table, calibrated=calibrated)
+
+
+def test_calibration_is_a_linear_map_of_sum_and_entry_count(cpu_table):
+    cal = Calibration(0.9, 0.004, 0.05, 1.0, 10)
+    cpu_table.set_calibration(cal)
+    X = sobol_encodings(CPU, 50, seed=1)
+    raw = estimate_encodings(CPU, cpu_table, X)
+    entries = np.array([len(encoding_to_spec(CPU, x).layers) + 1 for x in X])
+    expected = cal.a * raw + cal.b * entries + cal.c
+    assert np.allclose(estimate_encodings(CPU, cpu_table, X, calibrated=True), expected, rtol=1e-12)
+
+
+def test_calibrated_estimate_without_calibration_says_what_to_run(tmp_path):
+    space = tiny_space()
+    table = synthetic_table(tmp_path / "t.sqlite", space)
+    with pytest.raises(LookupError, match="python -m gpunet.latency.validate"):
+        estimate_encodings(space, table, all_encodings(space)[:3], calibrated=True)
+
+
+def test_a_missing_entry_names_the_layer_and_the_command(tmp_path):
+    space = tiny_space()
+    full = synthetic_table(tmp_path / "full.sqlite", space)
+    X = all_encodings(space)
+    spec = encoding_to_spec(space, X[100], num_classes=10)
+    dropped = spec_probes(spec)[3]
+    partial = LatencyTable(tmp_path / "partial.sqlite", full.context, num_classes=10)
+    partial.put_many([(k, {}, Timing(ns / 1e6, ns / 1e6, 1)) for k, ns in full.medians_ns().items()
+                      if k != dropped.key])
+    for estimate in (lambda: estimate_spec(spec, partial), lambda: estimate_encodings(space, partial, X)):
+        with pytest.raises(MissingEntryError) as err:
+            estimate()
+        message = str(err.value)
+        assert dropped.key in message and "python -m gpunet.latency.build" in message
+        assert f"stage {dropped.part.stage}" in message
+
+
+def test_the_head_size_follows_the_table_unless_given(tmp_path):
+    space = tiny_space()
+    table = synthetic_table(tmp_path / "t.sqlite", space, num_classes=10)
+    X = all_encodings(space)[:5]
+    assert estimate_encodings(space, table, X).shape == (5,)
+    with pytest.raises(MissingEntryError, match="the head"):
+        estimate_encodings(space, table, X, num_classes=1000)
+
+
+def test_any_network_spec_such_as_nvidia_gpunet_is_estimated(tmp_path):
+    spec = released_spec("gpunet_0")
+    table = LatencyTable(tmp_path / "t.sqlite", {"device": "test"})
+    probes = spec_probes(spec)
+    table.put_many([(p.key, p.fields(), Timing(0.01 * (i + 1), 0.02 * (i + 1), 3))
+                    for i, p in enumerate(probes)])
+    distinct = {p.key: i for i, p in enumerate(probes)}  # a repeated layer counts every time
+    expected = sum(10_000 * (distinct[p.key] + 1) for p in probes)
+    assert sum_spec(spec, table) == (expected, len(probes))
+    assert estimate_spec(spec, table) == expected / 1e6
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((3, 40), dtype=np.int64), r"shape \(N, 41\)"),
+    (np.zeros((3, 41)), "integer array"),
+    (np.full((2, 41), 5), r"digit 0 \(resolution\) is 5, allowed 0..2"),
+])
+def test_bad_encodings_are_refused(cpu_table, bad, match):
+    with pytest.raises(ValueError, match=match):
+        estimate_encodings(CPU, cpu_table, bad)
