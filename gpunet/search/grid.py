@@ -1,8 +1,8 @@
 """Split a command line into the grid of searches it asks for (ablations).
 
 `searcher=lamcts_bo,random seed=0,1,2` is six searches: every combination of the comma-separated
-(discrete sweep) overrides, each with all the plain overrides. Range/interval sweeps are refused:
-a search is not a grid search over a continuous knob.
+or range(...) (discrete sweep) overrides, each with all the plain overrides. Interval sweeps are
+refused: a grid of searches needs discrete choices.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def grid_points(arguments: list[str]) -> list[GridPoint]:
         key = override.get_key_element()
         if override.is_sweep_override():
             if not override.is_discrete_sweep():
-                raise HydraException(f"the gpunet sweeper takes comma-separated choices for "
-                                     f"ablation grids, not range/interval sweeps: {override.input_line}")
+                raise HydraException(f"the gpunet sweeper's ablation grids take discrete choices "
+                                     f"(a,b,c or range(...)), not {override.input_line}")
             sweeps.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         else:
             fixed.append(f"{key}={override.get_value_element_as_str()}")

@@ -39,7 +39,7 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
     if cfg.objective.name == "train":
         from gpunet.train.run import fit_candidate
 
-        spec = encoding_to_spec(space, encoding, num_classes=int(cfg.data.num_classes))
+        spec = encoding_to_spec(space, encoding)  # the head is sized by the data's classes
         result = fit_candidate(cfg, spec, Path(HydraConfig.get().runtime.output_dir))
         out = {"status": result.status, "value": result.best_top1, "curve": list(result.curve),
                "error": result.error, "epochs": result.epochs}

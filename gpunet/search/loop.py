@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 class TooManyFailures(RuntimeError):
     """The share of failed trials went over `search.max_failure_rate`."""
 
+    def __init__(self, message: str, trials: list[Trial]) -> None:
+        super().__init__(message)
+        self.trials = trials
+
 
 @dataclass
 class TierPool:
@@ -159,4 +163,5 @@ def _check_failures(trials: list[Trial], settings: DictConfig) -> None:
     if rate > float(settings.max_failure_rate):
         raise TooManyFailures(
             f"stopping the search: {len(failed)} of {len(done)} trials failed ({rate:.0%} > "
-            f"search.max_failure_rate={settings.max_failure_rate}); last error: {failed[-1].error}")
+            f"search.max_failure_rate={settings.max_failure_rate}); last error: {failed[-1].error}",
+            trials)

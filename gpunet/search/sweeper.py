@@ -18,7 +18,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from gpunet.search.grid import grid_points
-from gpunet.search.loop import run_search
+from gpunet.search.loop import TooManyFailures, run_search
 from gpunet.search.outputs import write_comparison, write_outputs
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,11 @@ class SearchSweeper(Sweeper):
             OmegaConf.save(cfg, search_dir / "search.yaml", resolve=False)
             batch = int(cfg.search.batch_size or launcher_parallelism(cfg.hydra.launcher))
             log.info("search %s in %s (batch size %d)", point.label, search_dir, batch)
-            trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch)
+            try:
+                trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch)
+            except TooManyFailures as stop:
+                write_outputs(search_dir, stop.trials, cfg)  # keep what ran, then stop
+                raise
             best = write_outputs(search_dir, trials, cfg)
             if best is not None and cfg.objective.name == "train" and cfg.hub.add:
                 from gpunet.hub.table import add_search_result

@@ -1,0 +1,95 @@
+"""Search building blocks that need no launcher: the journal, the override grid, the hub."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import timm
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+from gpunet.hub.table import add_search_result, entry_name, load_hub, query
+from gpunet.search.grid import grid_points
+from gpunet.search.journal import Journal, Trial
+from gpunet.space import encoding_to_spec
+
+
+def test_journal_last_state_wins_and_a_torn_line_is_skipped(tmp_path):
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.append(Trial(0, 0, [1, 2], 0.9))
+    journal.append(Trial(1, 1, [2, 2], 1.0))
+    journal.append(Trial(1, 1, [2, 2], 1.0, status="completed", value=0.5, curve=[0.3, 0.5]))
+    journal.append(Trial(0, 0, [1, 2], 0.9, status="failed", error="boom"))
+    with open(journal.path, "a") as f:
+        f.write('{"number": 2, "job": 2, "enc')  # killed mid-write
+    trials = journal.load()
+    assert list(trials) == [0, 1]
+    assert trials[0].status == "failed" and math.isnan(trials[0].observed_value)
+    assert trials[1].curve == [0.3, 0.5] and trials[1].observed_value == 0.5
+    # observation history = order of finishing, not of numbering
+    assert [t.number for t in journal.finished_in_order()] == [1, 0]
+
+
+def test_grid_points_cross_product_of_comma_lists():
+    points = grid_points(["searcher=lamcts_bo,random", "seed=0,1,2", "search.n_trials=5"])
+    assert len(points) == 6
+    assert points[0].overrides == ("search.n_trials=5", "searcher=lamcts_bo", "seed=0")
+    assert points[-1].varying == ("searcher=random", "seed=2")
+    assert len({p.label for p in points}) == 6 and all("/" not in p.label for p in points)
+    assert [p.varying for p in grid_points(["tier=1ms"])] == [()]
+
+
+def test_grid_takes_ranges_and_refuses_intervals():
+    assert [p.varying for p in grid_points(["seed=range(0,3)"])] == [("seed=0",), ("seed=1",),
+                                                                     ("seed=2",)]
+    with pytest.raises(HydraException, match="discrete choices"):
+        grid_points(["search.lr=interval(0,1)"])
+
+
+def test_released_gpunets_are_in_the_hub_and_queryable():
+    names = {e.name for e in load_hub()}
+    assert {"gpunet_0", "gpunet_1", "gpunet_2"} <= names
+    within = query(load_hub(), device="a100", budget_ms=0.6)
+    assert [e.name for e in within] == ["gpunet_1", "gpunet_p0", "gpunet_0"]
+    assert all(e.latency_ms["a100"] <= 0.6 for e in within)
+
+
+def test_search_results_enter_the_hub_and_timm(tmp_path, table1):
+    spec = encoding_to_spec(table1, [0] * 41, num_classes=10)
+    cfg = OmegaConf.create({"hub": {"dir": str(tmp_path)}, "device": {"name": "cpu"},
+                            "tier": {"name": "1ms"}, "data": {"name": "digits"},
+                            "latency": {"name": "onnxruntime"},
+                            "search_space": {"name": "gpunet"}})
+    best = {"val_top1": 0.5, "resolution": spec.resolution, "measured_latency_ms": 1.1,
+            "est_latency_ms": 1.0, "params": 1, "macs": 2, "encoding": [0] * 41,
+            "spec": spec.to_dict()}
+    entry = add_search_result(cfg, best, tmp_path)
+    assert entry.name == entry_name("cpu", "1ms", "digits") == "gpunet_cpu_1ms_digits"
+    # a worse result for the same (device, tier, dataset) does not replace it
+    assert add_search_result(cfg, {**best, "val_top1": 0.4}, tmp_path).top1 == 0.5
+    model = timm.create_model("gpunet_cpu_1ms_digits")
+    assert model.num_classes == 10 and model.pretrained_cfg["input_size"] == (3, 224, 224)
+    searched = [e for e in load_hub(tmp_path) if e.source == "search"]
+    assert [e.name for e in searched] == ["gpunet_cpu_1ms_digits"]
+    out = subprocess.run([sys.executable, "-m", "gpunet.hub", "--dir", str(tmp_path), "--device",
+                          "cpu", "--budget", "2"], capture_output=True, text=True, check=True)
+    assert "gpunet_cpu_1ms_digits" in out.stdout and "gpunet_0" not in out.stdout
+    assert json.loads((tmp_path / "gpunet_cpu_1ms_digits.json").read_text())["resolution"] == 224
+
+
+def test_hub_cli_needs_a_device_for_a_budget():
+    out = subprocess.run([sys.executable, "-m", "gpunet.hub", "--budget", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "--budget needs --device" in out.stderr
+
+
+def test_sweeper_plugin_is_discovered():
+    code = ("from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
+            "print([c.__name__ for c in Plugins.instance().discover(Sweeper)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/")
+    assert "GPUNetSweeper" in out.stdout
