@@ -167,3 +167,13 @@ def test_real_training_search_on_digits_adds_to_the_hub(shared, tmp_path):
     assert (sweep / "trials" / "0000" / "last.ckpt").exists()
     hub = yaml.safe_load((shared / "hub" / "hub.yaml").read_text())
     assert hub[0]["name"] == "gpunet_cpu_1ms_digits" and hub[0]["top1"] == best["val_top1"]
+
+
+def test_submitit_local_launcher(shared, tmp_path):
+    """SLURM's code path without a cluster: submitit's local executor runs each job in its own
+    process and pickles the result back."""
+    sweep = tmp_path / "s"
+    run(search_cmd(shared, sweep, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                   "searcher=random", "search.n_trials=2"), tmp_path)
+    assert [r["status"] for r in results(sweep)] == ["completed", "completed"]
+    assert any((sweep / ".submitit").iterdir())  # submitit's job folders
