@@ -177,3 +177,13 @@ def test_submitit_local_launcher(shared, tmp_path):
                    "searcher=random", "search.n_trials=2"), tmp_path)
     assert [r["status"] for r in results(sweep)] == ["completed", "completed"]
     assert any((sweep / ".submitit").iterdir())  # submitit's job folders
+
+
+def test_wandb_summary_run_offline(shared, tmp_path):
+    sweep = tmp_path / "s"
+    cmd = search_cmd(shared, sweep, "logger=wandb", "searcher=random", "search.n_trials=3")
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "WANDB_MODE": "offline"}
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = list((sweep / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))

@@ -70,7 +70,7 @@ def _quote(value: str) -> str:
 
 
 def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path,
-                  early_stopping: bool) -> list[str]:
+                  early_stopping: bool, wandb_group: bool) -> list[str]:
     """The overrides of one trial's job: the search's own, the candidate, and its directory
     (fixed per trial number, so a trial that runs again resumes from its checkpoint)."""
     overrides = [*base,
@@ -81,6 +81,8 @@ def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path,
                  f"hydra.sweep.subdir={trial.number:04d}"]
     if early_stopping:
         overrides.append(f"early_stop.journal={_quote(str(search_dir / 'journal.jsonl'))}")
+    if wandb_group:  # the trials' W&B runs share the search's group
+        overrides.append(f"logger.group={_quote(search_dir.name)}")
     return overrides
 
 
@@ -137,8 +139,10 @@ def run_search(cfg: DictConfig, overrides: Sequence[str], search_dir: Path, laun
                 journal.append(trial)
                 trials[trial.number] = trial
             early = bool(settings.early_stopping) and cfg.objective.name == "train"
-            returns = launcher.launch([job_overrides(overrides, t, search_dir.resolve(), early)
-                                       for t in batch], initial_job_idx=next_job)
+            grouped = cfg.logger.name == "wandb"
+            returns = launcher.launch([job_overrides(overrides, t, search_dir.resolve(), early,
+                                                     grouped) for t in batch],
+                                      initial_job_idx=next_job)
             for trial, ret in zip(batch, returns, strict=True):
                 journal.append(_record(trial, ret))
                 searcher.observe([pool.index_of(trial.encoding)], [trial.observed_value])

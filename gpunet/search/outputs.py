@@ -31,11 +31,16 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_results_csv(path: Path, trials: list[Trial]) -> None:
-    rows = [{"number": t.number, "job": t.job, "status": t.status, "value": t.value,
+def result_rows(trials: list[Trial]) -> list[dict[str, Any]]:
+    """One row per trial, the columns of results.csv."""
+    return [{"number": t.number, "job": t.job, "status": t.status, "value": t.value,
              "est_latency_ms": round(t.est_latency_ms, 6), "duration_s": t.duration_s,
              "epochs": t.extra.get("epochs"), "error": t.error,
              "encoding": "-".join(str(x) for x in t.encoding)} for t in trials]
+
+
+def write_results_csv(path: Path, trials: list[Trial]) -> None:
+    rows = result_rows(trials)
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)

@@ -67,6 +67,10 @@ class SearchSweeper(Sweeper):
                 write_outputs(search_dir, stop.trials, cfg)  # keep what ran, then stop
                 raise
             best = write_outputs(search_dir, trials, cfg)
+            if cfg.logger.name == "wandb":
+                from gpunet.search.wandb_summary import log_search_summary
+
+                log_search_summary(cfg, search_dir, trials, best)
             if best is not None and cfg.objective.name == "train" and cfg.hub.add:
                 from gpunet.hub.table import add_search_result
 
