@@ -11,13 +11,13 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from omegaconf import DictConfig
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
-from torchvision.datasets import FakeData, ImageFolder
+from torchvision.datasets import ImageFolder
 
 from gpunet.train.recipe import build_transforms
 
@@ -89,11 +89,28 @@ def imagefolder_datasets(data: DictConfig, recipe: DictConfig, resolution: int) 
     return train, val, len(train.classes)
 
 
+class FakeImages(Dataset):
+    """Random [0, 1) images and labels, fixed per index by a private generator. (torchvision's
+    FakeData reseeds torch's global RNG per image, which costs a stack trace per CUDA-capable
+    device type when CUDA is not initialised, and round-trips through PIL.)"""
+
+    def __init__(self, size: int, shape: tuple[int, int, int], num_classes: int, offset: int) -> None:
+        self.size, self.shape, self.num_classes, self.offset = size, shape, num_classes, offset
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        generator = torch.Generator().manual_seed(self.offset + i)
+        label = int(torch.randint(self.num_classes, (), generator=generator))
+        return torch.rand(self.shape, generator=generator), label
+
+
 def fake_datasets(data: DictConfig, recipe: DictConfig, resolution: int) -> Datasets:
-    """Random images (torchvision's FakeData) for smoke tests and throughput; no augmentation."""
-    shape, tf = (3, resolution, resolution), transforms.ToTensor()
-    train = FakeData(data.train_size, shape, data.num_classes, transform=tf, random_offset=0)
-    val = FakeData(data.val_size, shape, data.num_classes, transform=tf, random_offset=data.train_size)
+    """Random images for smoke tests and throughput; no augmentation."""
+    shape = (3, resolution, resolution)
+    train = FakeImages(data.train_size, shape, data.num_classes, offset=0)
+    val = FakeImages(data.val_size, shape, data.num_classes, offset=data.train_size)
     return train, val, data.num_classes
 
 
