@@ -149,19 +149,25 @@ def bench_case(arch: str, args: argparse.Namespace) -> dict:
             "ratio": light / plain, "runs": rates}
 
 
+def spread(rates: list[float]) -> str:
+    return f"{min(rates):.1f}-{max(rates):.1f}"
+
+
 def write_results(cases: list[dict], env: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "train_throughput.json").write_text(json.dumps({"env": env, "cases": cases}, indent=1))
     rows = "\n".join(
         f"| {c['arch'] if len(c['arch']) < 20 else 'smallest encoding (41 zeros)'} | {c['resolution']} | "
-        f"{c['batch_size']} | {c['precision']} | {c['plain_images_per_s']:.1f} | "
-        f"{c['lightning_images_per_s']:.1f} | **{c['ratio']:.3f}** |" for c in cases)
+        f"{c['batch_size']} | {c['precision']} | "
+        f"{c['plain_images_per_s']:.1f} ({spread(c['runs']['plain'])}) | "
+        f"{c['lightning_images_per_s']:.1f} ({spread(c['runs']['lightning'])}) | **{c['ratio']:.3f}** |"
+        for c in cases)
     (RESULTS / "train_throughput.md").write_text(
         "# Training throughput: LightningModule vs plain PyTorch loop\n\n"
         f"Same model, fake data loader, recipe `{cases[0]['recipe']}` (optimizer, schedule, EMA, loss), "
         f"precision; median of {env['reps']} alternating runs, each the median of "
         f"{env['epochs'] - 1} timed epochs after a warm-up. Target: ratio >= 0.95.\n\n"
-        "| network | px | batch | precision | plain images/s | Lightning images/s | ratio |\n"
+        "| network | px | batch | precision | plain images/s (runs) | Lightning images/s (runs) | ratio |\n"
         "|---|---|---|---|---|---|---|\n" + rows + "\n\n"
         f"Machine: {env['machine']}, {env['cpu_count']} cores, torch {env['torch']} "
         f"({env['threads']} threads), Lightning {env['lightning']}, device `{env['device']}`. "
