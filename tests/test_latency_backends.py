@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 
 import pytest
@@ -103,4 +104,16 @@ def test_tensorrt_fp16_engine_timing():
                    backend.measure_network(tiny_network())):
         assert timing.runs == 20 and 0 < timing.median_ms <= timing.p90_ms < 100
     assert backend.context()["versions"]["tensorrt"]
+    backend.close()
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "torch"])
+def test_prepared_networks_can_be_timed_in_interleaved_rounds(name):
+    backend = create_backend(latency(name, threads=1), CPU)
+    runners = [backend.prepare_network(tiny_network()), backend.prepare(LAYER.module(), (1, *LAYER.shape))]
+    gc.collect()  # what a runner needs must survive without its caller holding it
+    for _ in range(3):
+        for run in runners:
+            samples = run()
+            assert len(samples) == 9 and min(samples) > 0
     backend.close()

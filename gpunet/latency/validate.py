@@ -1,6 +1,7 @@
 """`python -m gpunet.latency.validate`: how well the table's sum predicts end-to-end latency.
 
 Measures K Sobol-sampled networks of the search space end to end with the table's own backend
+(in interleaved rounds, so a passing load spike on a shared machine hits every network alike)
 and compares with their table estimates (paper Fig. 4): Pearson r, Kendall tau, MAPE and mean
 bias, then fits end_to_end ~= a * sum + b * #entries + c by least squares on relative errors.
 The fit absorbs what a sum of isolated layers cannot see (per-call overhead of the runtime, fusion
@@ -27,6 +28,7 @@ from gpunet.latency.build import ensure_table, plain
 from gpunet.latency.estimate import sum_encodings
 from gpunet.latency.io import save_figure, write_json, write_text
 from gpunet.latency.table import Calibration, LatencyTable
+from gpunet.latency.timing import summarize
 from gpunet.paths import CONF_DIR
 from gpunet.space.encoding import encoding_to_spec
 from gpunet.space.sampling import sobol_encodings
@@ -88,17 +90,29 @@ def fidelity(sums_ms: np.ndarray, entries: np.ndarray, measured_ms: np.ndarray) 
 
 
 def measure_sample(space: SearchSpace, table: LatencyTable, cfg: DictConfig | Mapping[str, Any],
-                   networks: int, seed: int) -> dict[str, np.ndarray]:
-    """Sobol networks of `space`: their table sums, entry counts and end-to-end latencies."""
-    num_classes = table.num_classes
+                   networks: int, seed: int, rounds: int) -> dict[str, np.ndarray]:
+    """Sobol networks of `space`: their table sums, entry counts and end-to-end latencies.
+
+    Every network is timed in `rounds` rounds, each visiting all networks in a new random order,
+    and its latency is the median of all its runs: on a shared machine the load of one moment
+    then does not decide a network's reference value.
+    """
     X = sobol_encodings(space, networks, seed)
     sums_ns, entries = sum_encodings(space, table, X)
     backend = create_backend(plain(cfg["latency"]), plain(cfg["device"]))
     try:
-        measured = np.array([backend.measure_network(encoding_to_spec(space, x, num_classes)).median_ms
-                             for x in tqdm(X, desc="end to end", unit="network", dynamic_ncols=True)])
+        runners = [backend.prepare_network(encoding_to_spec(space, x, table.num_classes))
+                   for x in tqdm(X, desc="preparing", unit="network", dynamic_ncols=True)]
+        samples: list[list[float]] = [[] for _ in runners]
+        order = np.random.default_rng(seed)
+        with tqdm(total=rounds * len(runners), desc="end to end", unit="run", dynamic_ncols=True) as bar:
+            for _ in range(rounds):
+                for i in order.permutation(len(runners)):
+                    samples[i] += runners[i]()
+                    bar.update(1)
     finally:
         backend.close()
+    measured = np.array([summarize(s).median_ms for s in samples])
     return {"encodings": X, "sum_ms": sums_ns / 1e6, "entries": entries, "measured_ms": measured}
 
 
@@ -155,7 +169,8 @@ def validate(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> Fidelity:
     space = space_from_config(cfg["search_space"])
     options = plain(cfg["validate"])
     table = ensure_table(cfg)
-    sample = measure_sample(space, table, cfg, int(options["networks"]), int(options["seed"]))
+    sample = measure_sample(space, table, cfg, int(options["networks"]), int(options["seed"]),
+                            int(options["rounds"]))
     result = fidelity(sample["sum_ms"], sample["entries"], sample["measured_ms"])
     if options["store_calibration"]:
         table.set_calibration(result.calibration)

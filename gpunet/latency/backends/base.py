@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +22,9 @@ from torch import nn
 from gpunet.latency.keys import Probe, Shape
 from gpunet.latency.timing import Timing, summarize
 from gpunet.space.spec import NetworkSpec
+
+# A prepared module: each call runs `warmup` untimed then `runs` timed inferences -> ms each.
+Runner = Callable[[], list[float]]
 
 # Clocks of CPU timings. "thread" is the CPU time of the measuring thread: on a shared machine it
 # leaves out the time other processes hold the core, so it only suits single-threaded runs.
@@ -54,7 +57,7 @@ def cpu_model() -> str:
 
 
 class Backend(ABC):
-    """Times modules; subclasses implement `_samples_ms` for one (N, C, H, W) input."""
+    """Times modules; subclasses implement `prepare` for one (N, C, H, W) input."""
 
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
@@ -82,8 +85,9 @@ class Backend(ABC):
 
     # -- what subclasses provide ----------------------------------------------------------------
     @abstractmethod
-    def _samples_ms(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> list[float]:
-        """`warmup` untimed runs, then `runs` timed runs of `module` (eval mode) -> ms each."""
+    def prepare(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> Runner:
+        """Export/compile/capture `module` (eval mode) once; the runner times it, as often as called
+        (so a check can interleave several networks over time)."""
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -100,7 +104,7 @@ class Backend(ABC):
     # -- the interface -----------------------------------------------------------------------------
     def measure(self, module: nn.Module, shape: Shape) -> Timing:
         """Time `module` on a (batch, *shape) input -> median, p90, runs."""
-        return summarize(self._samples_ms(module.eval(), (self.batch_size, *shape)))
+        return summarize(self.prepare(module.eval(), (self.batch_size, *shape))())
 
     def measure_probe(self, probe: Probe) -> Timing:
         """One table entry (a layer or the head)."""
@@ -108,9 +112,12 @@ class Backend(ABC):
 
     def measure_network(self, spec: NetworkSpec) -> Timing:
         """A whole network end to end, the way its layers were timed."""
+        return summarize(self.prepare_network(spec)())
+
+    def prepare_network(self, spec: NetworkSpec) -> Runner:
         from gpunet.models import build_model
 
-        return self.measure(build_model(spec), spec.input_shapes()[0])
+        return self.prepare(build_model(spec).eval(), (self.batch_size, *spec.input_shapes()[0]))
 
     def context(self) -> dict[str, Any]:
         """Where these timings are valid: part of every table key."""

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 from torch import nn
 
-from gpunet.latency.backends.base import Backend, cpu_clock, cpu_model
+from gpunet.latency.backends.base import Backend, Runner, cpu_clock, cpu_model
 from gpunet.models import export_onnx
 
 
@@ -57,7 +57,8 @@ class OnnxRuntimeBackend(Backend):
     def hardware(self) -> str:
         return cpu_model()
 
-    def _samples_ms(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> list[float]:
+    def prepare(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> Runner:
+        # The session holds the model in memory, so the next export may overwrite the file.
         path = export_onnx(module, Path(self._tmp.name) / "probe.onnx", input_shape, opset=self.opset)
         session = cpu_session(path, self.threads)
         x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
@@ -66,14 +67,19 @@ class OnnxRuntimeBackend(Backend):
         binding = session.io_binding()
         binding.bind_cpu_input(session.get_inputs()[0].name, x)
         binding.bind_output(output.name, "cpu", 0, np.float32, y.shape, y.ctypes.data)
-        for _ in range(self.warmup):
-            session.run_with_iobinding(binding)
-        samples = []
-        for _ in range(self.runs):
-            start = self.clock()
-            session.run_with_iobinding(binding)
-            samples.append((self.clock() - start) / 1e6)
-        return samples
+
+        def run() -> list[float]:
+            for _ in range(self.warmup):
+                session.run_with_iobinding(binding)
+            samples = []
+            for _ in range(self.runs):
+                start = self.clock()
+                session.run_with_iobinding(binding)
+                samples.append((self.clock() - start) / 1e6)
+            return samples
+
+        run.keep_alive = (x, y)  # the binding points into their memory
+        return run
 
     def close(self) -> None:
         self._tmp.cleanup()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gpunet.latency.backends.base import Backend, BackendUnavailable
+from gpunet.latency.backends.base import Backend, BackendUnavailable, Runner
 from gpunet.models import export_onnx
 
 INSTALL_HINT = "install the optional extra: pip install 'gpunet[tensorrt]' (TensorRT >= 10 and CUDA)"
@@ -86,7 +86,7 @@ class TensorRTBackend(Backend):
             raise RuntimeError(f"TensorRT failed to build an engine for {type(module).__name__}")
         return trt.Runtime(self._logger).deserialize_cuda_engine(serialized)
 
-    def _samples_ms(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> list[float]:
+    def prepare(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> Runner:
         trt = self.trt
         with torch.cuda.device(self.device):
             engine = self._engine(module, input_shape)
@@ -100,6 +100,8 @@ class TensorRTBackend(Backend):
                 buffers.append(torch.randn(shape, device=self.device).to(dtype))
                 context.set_tensor_address(name, buffers[-1].data_ptr())
             stream = torch.cuda.Stream(self.device)
+
+        def run() -> list[float]:
             for _ in range(self.warmup):
                 context.execute_async_v3(stream.cuda_stream)
             events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -110,6 +112,9 @@ class TensorRTBackend(Backend):
                 end.record(stream)
             stream.synchronize()
             return [start.elapsed_time(end) for start, end in events]
+
+        run.keep_alive = (engine, buffers)  # the context needs its engine and buffers
+        return run
 
     def close(self) -> None:
         self._tmp.cleanup()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gpunet.latency.backends.base import Backend, BackendUnavailable, cpu_clock, cpu_model
+from gpunet.latency.backends.base import Backend, BackendUnavailable, Runner, cpu_clock, cpu_model
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -55,26 +55,30 @@ class TorchBackend(Backend):
             return torch.cuda.get_device_name(self.device)
         return cpu_model()
 
-    def _samples_ms(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> list[float]:
+    def prepare(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> Runner:
         if self.device.type == "cuda":
-            return self._cuda_samples(module, input_shape)
+            return self._prepare_cuda(module, input_shape)
         x = torch.randn(input_shape)
-        samples = []
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                for _ in range(self.warmup):
-                    module(x)
-                for _ in range(self.runs):
-                    start = self.clock()
-                    module(x)
-                    samples.append((self.clock() - start) / 1e6)
-        finally:
-            torch.set_num_threads(threads)
-        return samples
 
-    def _cuda_samples(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> list[float]:
+        def run() -> list[float]:
+            samples = []
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                with torch.inference_mode():
+                    for _ in range(self.warmup):
+                        module(x)
+                    for _ in range(self.runs):
+                        start = self.clock()
+                        module(x)
+                        samples.append((self.clock() - start) / 1e6)
+            finally:
+                torch.set_num_threads(threads)
+            return samples
+
+        return run
+
+    def _prepare_cuda(self, module: nn.Module, input_shape: tuple[int, int, int, int]) -> Runner:
         dtype = DTYPES[self.precision]
         module = module.to(self.device, dtype).to(memory_format=torch.channels_last)
         x = torch.randn(input_shape, device=self.device, dtype=dtype).contiguous(
@@ -89,19 +93,22 @@ class TorchBackend(Backend):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 module(x)
+
+        def run() -> list[float]:
+            stream = torch.cuda.current_stream(self.device)
             for _ in range(self.warmup):
                 graph.replay()
             events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                       for _ in range(self.runs)]
-            stream = torch.cuda.current_stream(self.device)
             for start, end in events:
                 start.record(stream)
                 graph.replay()
                 end.record(stream)
             torch.cuda.synchronize(self.device)
-        samples = [start.elapsed_time(end) for start, end in events]
-        del graph
-        return samples
+            return [start.elapsed_time(end) for start, end in events]
+
+        run.keep_alive = (module, x)  # the graph reads and writes their memory
+        return run
 
     def close(self) -> None:
         if self.device.type == "cuda":
