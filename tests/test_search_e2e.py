@@ -165,6 +165,7 @@ def test_real_training_search_on_digits_adds_to_the_hub(shared, tmp_path):
     best = yaml.safe_load((sweep / "best.yaml").read_text())
     assert best["val_top1"] == max(float(r["value"]) for r in rows)
     assert (sweep / "trials" / "0000" / "last.ckpt").exists()
+    assert best["spec"]["head"]["num_classes"] == 10  # the trained head, not ImageNet's
     hub = yaml.safe_load((shared / "hub" / "hub.yaml").read_text())
     assert hub[0]["name"] == "gpunet_cpu_1ms_digits" and hub[0]["top1"] == best["val_top1"]
 

@@ -16,10 +16,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from gpunet.paths import CONF_DIR
 from gpunet.search.job import run_trial
 
 
-@hydra.main(config_path="../../conf", config_name="search", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="search", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, Any]:
     return run_trial(cfg)
 

@@ -42,7 +42,7 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
         spec = encoding_to_spec(space, encoding)  # the head is sized by the data's classes
         result = fit_candidate(cfg, spec, Path(HydraConfig.get().runtime.output_dir))
         out = {"status": result.status, "value": result.best_top1, "curve": list(result.curve),
-               "error": result.error, "epochs": result.epochs}
+               "error": result.error, "epochs": result.epochs, "num_classes": result.num_classes}
     else:
         out = {"status": "completed", "value": evaluate(cfg.objective, encoding, space.cardinalities),
                "curve": [], "error": None}

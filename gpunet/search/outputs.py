@@ -99,7 +99,7 @@ def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str) -> d
     from gpunet.latency.build import measure_network
 
     space = space_from_config(cfg.search_space)
-    num_classes = int(best.extra.get("num_classes") or cfg.data.get("num_classes") or 1000)
+    num_classes = int(best.extra.get("num_classes") or 1000)
     spec = encoding_to_spec(space, best.encoding, num_classes=num_classes)
     cost = spec_cost(spec)
     onnx_path = export_onnx(build_model(spec), search_dir / "best.onnx",

@@ -42,6 +42,7 @@ class TrainResult:
     epochs: int = 0
     error: str | None = None
     checkpoint: Path | None = None
+    num_classes: int | None = None  # of the data, so the search can rebuild the trained head
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -108,4 +109,4 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     curve = recorder.curve
     return TrainResult(status, max(curve) if curve else None, list(curve), len(curve), error,
-                       best if best and best.is_file() else None)
+                       best if best and best.is_file() else None, datamodule.num_classes)
