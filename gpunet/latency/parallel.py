@@ -13,12 +13,12 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gpunet.latency.backends import create_backend
+from gpunet.latency.backends import Backend, create_backend
 from gpunet.latency.keys import Probe
 from gpunet.latency.table import LatencyTable
 
 
-def measure_into(table: LatencyTable, backend, probes: Sequence[Probe],
+def measure_into(table: LatencyTable, backend: Backend, probes: Sequence[Probe],
                  on_done: Callable[[], None]) -> None:
     """Measure `probes` one by one with `backend`, adding each to `table` as soon as it is timed."""
     for probe in probes:
