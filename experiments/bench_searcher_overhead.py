@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("--pool-size", type=int, default=1_000_000)
     p.add_argument("--observations", type=int, default=1000)
     p.add_argument("--q", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--searchers", nargs="+", default=["bo", "lamcts_bo"])
     p.add_argument("--out", type=Path, default=ROOT / "experiments/results")
     args = p.parse_args()

@@ -38,7 +38,12 @@ from tqdm import tqdm  # noqa: E402
 
 from gpunet.search.objectives import make_objective  # noqa: E402
 from gpunet.search.searchers import make_searcher  # noqa: E402
-from gpunet.search.searchers.gp import cap_training_set, fit_gp, normalise  # noqa: E402
+from gpunet.search.searchers.gp import (  # noqa: E402
+    build_gp,
+    cap_training_set,
+    fit_hyperparameters,
+    normalise,
+)
 from gpunet.space import space_from_config  # noqa: E402
 from gpunet.space.sampling import sobol_encodings  # noqa: E402
 
@@ -75,15 +80,12 @@ def gp_rank_quality(searcher, objective, rng: np.random.Generator, n_probe: int 
     random pool members: how well the model ranks the pool after the run."""
     idx, values = searcher.observed()
     train = cap_training_set(values, searcher.gp.max_train, rng)
-    card = searcher.cardinalities
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        x = torch.as_tensor(normalise(searcher.pool[idx[train]], card))
-        model = fit_gp(x, torch.as_tensor(values[train]).unsqueeze(-1), searcher.gp.fit_maxiter)
-        probe = rng.choice(len(searcher.pool), size=min(n_probe, len(searcher.pool)), replace=False)
-        with torch.no_grad():
-            mean = model.posterior(torch.as_tensor(normalise(searcher.pool[probe], card))).mean
-    return float(spearmanr(mean.squeeze(-1).numpy(), objective(searcher.pool[probe])).statistic)
+    x, y = normalise(searcher.pool[idx[train]], searcher.cardinalities), values[train]
+    model = build_gp(x, y, fit_hyperparameters(x, y, searcher.gp.fit_maxiter, seed=0))
+    probe = rng.choice(len(searcher.pool), size=min(n_probe, len(searcher.pool)), replace=False)
+    with torch.no_grad():
+        mean = model.posterior(torch.as_tensor(normalise(searcher.pool[probe], searcher.cardinalities)))
+    return float(spearmanr(mean.mean.squeeze(-1).numpy(), objective(searcher.pool[probe])).statistic)
 
 
 def run_one(

@@ -16,9 +16,9 @@ class LAMCTSSearcher(BOSearcher):
     members until `n_init` values are known; then rebuild the partition from all observations,
     pick a leaf by UCB, collect pool members that every SVM on the path puts on the chosen side
     (a random sample of at most `max_scan` pool rows is scanned, vectorised, stopping once
-    `n_candidates` (or q) are found), and let the GP choose the batch among them. If the leaf's region
-    holds fewer than q proposable members, the region of the deepest ancestor on the path that
-    holds q is used instead (at the root: the whole pool).
+    `n_candidates` (or q) are found), and let the GP choose the batch among them. If the leaf's
+    region holds fewer than q proposable members, the region of the deepest ancestor on the
+    path that holds q is used instead (at the root: the whole pool).
     """
 
     name = "lamcts_bo"

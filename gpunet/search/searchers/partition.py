@@ -81,7 +81,8 @@ def split(
     if y.size <= settings.leaf_size or np.ptp(y) == 0:
         return None
     z = (y - y.mean()) / y.std()
-    # sqrt(D) makes the value column weigh like the whole x vector: clusters follow f(x).
+    # Scaled by sqrt(D) so that, at value_weight 1, f(x) outweighs differences spread over the D
+    # digits: the two clusters are good and bad samples, as LA-MCTS intends.
     features = np.column_stack([x, settings.value_weight * np.sqrt(x.shape[1]) * z])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate points make KMeans warn; handled below
