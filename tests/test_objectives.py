@@ -62,8 +62,9 @@ def test_noise_is_reproducible_per_seed_and_encoding() -> None:
     assert np.abs(noisy - clean).max() < 5 * 0.5
 
 
-@pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_config_file_builds_and_evaluates(path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_config_file_builds_and_evaluates(name: str) -> None:
+    path = CONF / f"{name}.yaml"  # the group also holds `train` (real training), not ours
     cfg = OmegaConf.load(path)
     assert cfg.name == path.stem
     row = np.array([1, 2, 0, 0, 6])
