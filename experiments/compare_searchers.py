@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -164,8 +165,8 @@ def summarise(runs: dict, args, pool_line: str, pool_values: dict[str, np.ndarra
                 lo, hi = np.percentile(c, [25, 75], axis=0)
                 n = np.arange(1, c.shape[1] + 1)
                 style = {"color": "black", "ls": "--"} if s == "random" else {}
-                ax.plot(n, med[s], label=s, **style)
-                ax.fill_between(n, lo, hi, alpha=0.2)
+                (line,) = ax.plot(n, med[s], label=s, **style)
+                ax.fill_between(n, lo, hi, color=line.get_color(), alpha=0.15)
                 finals = c[:, -1]
                 reach = evals_to_reach(med[s], random_final) if random_final is not None else None
                 seconds = [runs[run_key(s, obj, seed, q)]["seconds"] for seed in args.seeds]
@@ -213,7 +214,10 @@ def summarise(runs: dict, args, pool_line: str, pool_values: dict[str, np.ndarra
                 if s in curves:
                     diag.append(diagnose(runs, s, obj, q, args.seeds))
         np.atleast_1d(axes)[0].legend()
-        fig.suptitle(f"Best so far, median and IQR over {len(args.seeds)} seeds; {pool_line}", fontsize=8)
+        fig.suptitle(
+            textwrap.fill(f"Best so far, median and IQR over {len(args.seeds)} seeds; {pool_line}", 180),
+            fontsize=8,
+        )
         fig.tight_layout()
         fig.savefig(args.out / f"{args.prefix}best_so_far_q{q}.png", dpi=120)
         plt.close(fig)
