@@ -1,6 +1,5 @@
 """Synthetic objectives: the mapping onto the box, the BoTorch functions, noise, configs, errors."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import torch
 from botorch.test_functions.synthetic import Levy
 from omegaconf import OmegaConf
 
+from gpunet.paths import CONF_DIR
 from gpunet.search.objectives import (
     FUNCTIONS,
     SyntheticObjective,
@@ -15,7 +15,7 @@ from gpunet.search.objectives import (
     make_objective,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "objective"
+CONF = CONF_DIR / "objective"
 CARD = np.array([3, 5, 2, 1, 7])
 
 

@@ -1,12 +1,12 @@
 """Searchers: the ask/tell contract, determinism on replay, degenerate inputs, configs, LA-MCTS."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from gpunet.paths import CONF_DIR
 from gpunet.search.searchers import SEARCHERS, make_searcher
 from gpunet.search.searchers import bo as bo_module
 from gpunet.search.searchers.base import Searcher
@@ -24,7 +24,7 @@ from gpunet.search.searchers.partition import (
     ucb,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "searcher"
+CONF = CONF_DIR / "searcher"
 CARD = np.array([4, 2, 5, 3, 2, 6])
 # Small, cheap settings so that the real BoTorch/sklearn code runs in milliseconds.
 FAST = {

@@ -1,0 +1,41 @@
+"""Hydra finds the gpunet sweeper and the configs from a regular (non-editable) install too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHECK = """
+import gpunet, pathlib
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra import compose, initialize_config_dir
+from gpunet.paths import CONF_DIR
+assert 'site-packages' in gpunet.__file__, gpunet.__file__
+assert [c for c in Plugins.instance().discover(Sweeper) if c.__name__ == 'GPUNetSweeper']
+with initialize_config_dir(str(CONF_DIR), version_base='1.3'):
+    cfg = compose('search', overrides=['searcher=random'], return_hydra_config=True)
+assert cfg.hydra.sweeper._target_.endswith('GPUNetSweeper') and cfg.searcher.name == 'random'
+print('ok', CONF_DIR)
+"""
+
+
+def test_regular_install_discovers_the_sweeper_and_configs(tmp_path):
+    # A venv without system site-packages (so the editable install's finder is not loaded), with
+    # the dependencies reachable through PYTHONPATH and gpunet installed as a regular wheel.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    deps = next(p for p in sys.path if p.endswith("site-packages"))
+    env = {"PYTHONPATH": deps, "PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", site, str(ROOT)], check=True, capture_output=True)
+    out = subprocess.run([str(python), "-c", CHECK], cwd=tmp_path, env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "site-packages/gpunet/conf" in out.stdout
