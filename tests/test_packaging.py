@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,11 @@ def test_regular_install_discovers_the_sweeper_and_configs(tmp_path):
     env = {"PYTHONPATH": deps, "PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                           capture_output=True, text=True, check=True).stdout.strip()
+    source = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", "outputs", "build", "*.egg-info", "__pycache__", ".*_cache", "experiments"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", site, str(ROOT)], check=True, capture_output=True)
+                    "--target", site, str(source)], check=True, capture_output=True)
     out = subprocess.run([str(python), "-c", CHECK], cwd=tmp_path, env=env, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr[-3000:]
