@@ -106,12 +106,16 @@ def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | N
 
 def query(entries: list[HubEntry], device: str | None = None, budget_ms: float | None = None,
           dataset: str | None = None) -> list[HubEntry]:
-    """Entries measured on `device` within `budget_ms`, most accurate first."""
+    """Entries measured on `device` within `budget_ms`, most accurate first (a budget without a
+    device keeps entries that meet it on any of their devices)."""
+
+    def latency(e: HubEntry) -> float:
+        return e.latency_ms[device] if device is not None else min(e.latency_ms.values())
+
     chosen = [e for e in entries
               if (device is None or device in e.latency_ms)
               and (dataset is None or e.dataset == dataset)
-              and (budget_ms is None or (device is not None and e.latency_ms[device] <= budget_ms)
-                   or (device is None and min(e.latency_ms.values()) <= budget_ms))]
+              and (budget_ms is None or latency(e) <= budget_ms)]
     return sorted(chosen, key=lambda e: -(e.top1 or 0.0))
 
 

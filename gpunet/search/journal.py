@@ -58,31 +58,26 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
 
+    def _records(self) -> list[Trial]:
+        """Every readable line, in order; a line cut short by a kill is skipped."""
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(Trial(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                continue
+        return records
+
     def load(self) -> dict[int, Trial]:
         """Latest state of every trial, in trial-number order."""
-        trials: dict[int, Trial] = {}
-        if not self.path.exists():
-            return trials
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                trial = Trial(**json.loads(line))
-            except (json.JSONDecodeError, TypeError):
-                continue  # a line cut short by a kill
-            trials[trial.number] = trial
-        return dict(sorted(trials.items()))
+        latest = {trial.number: trial for trial in self._records()}
+        return dict(sorted(latest.items()))
 
     def finished_in_order(self) -> list[Trial]:
         """Finished trials in the order they finished: the searcher's observation history."""
-        latest = self.load()
-        order: list[int] = []
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if item.get("status") in FINISHED and item["number"] not in order:
-                    order.append(item["number"])
+        records = self._records()
+        latest = {trial.number: trial for trial in records}
+        order = dict.fromkeys(t.number for t in records if t.finished)
         return [latest[n] for n in order if latest[n].finished]
