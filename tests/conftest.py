@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import gpunet  # noqa: F401  (registers the hub models with timm)
 from gpunet.space import load_space
@@ -31,3 +32,12 @@ def small_spec() -> NetworkSpec:
 
 def random_valid(space, rng: np.random.Generator) -> np.ndarray:
     return np.array([rng.integers(0, c) for c in space.cardinalities])
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: tiny models and GPs on a busy 2-core box run several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

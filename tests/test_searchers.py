@@ -3,7 +3,6 @@
 
 import numpy as np
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from gpunet.paths import CONF_DIR
@@ -43,13 +42,7 @@ FAST = {
 NAMES = sorted(FAST)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny GPs: threads only add contention (tens of times slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def grid_pool(card: np.ndarray = CARD) -> np.ndarray:

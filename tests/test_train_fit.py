@@ -24,13 +24,7 @@ FAST = ["search_space=gpunet", "recipe.batch_size=16", "trainer.enable_progress_
 FAKE = ["data=fake", "data.train_size=64", "data.val_size=32"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models on shared cores run several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(*overrides: str) -> DictConfig:
