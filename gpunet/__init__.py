@@ -4,8 +4,12 @@ Importing the package registers the hub models with timm (`timm.create_model("gp
 NVIDIA's released GPUNets and every network a finished search added to the hub.
 """
 
-from gpunet.hub.table import register_hub_models
-from gpunet.models.registry import register_released
+from gpunet.resolvers import register_resolvers
+
+register_resolvers()  # before the imports below: they may load configs
+
+from gpunet.hub.table import register_hub_models  # noqa: E402
+from gpunet.models.registry import register_released  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -68,17 +68,17 @@ def test_search_results_enter_the_hub_and_timm(tmp_path, table1):
             "est_latency_ms": 1.0, "params": 1, "macs": 2, "encoding": [0] * 41,
             "spec": spec.to_dict()}
     entry = add_search_result(cfg, best, tmp_path)
-    assert entry.name == entry_name("cpu", "1ms", "digits") == "gpunet_cpu_1ms_digits"
-    # a worse result for the same (device, tier, dataset) does not replace it
+    assert entry.name == entry_name("gpunet", "cpu", "1ms", "digits") == "gpunet_gpunet_cpu_1ms_digits"
+    # a worse result for the same (space, device, tier, dataset) does not replace it
     assert add_search_result(cfg, {**best, "val_top1": 0.4}, tmp_path).top1 == 0.5
-    model = timm.create_model("gpunet_cpu_1ms_digits")
+    model = timm.create_model("gpunet_gpunet_cpu_1ms_digits")
     assert model.num_classes == 10 and model.pretrained_cfg["input_size"] == (3, 224, 224)
     searched = [e for e in load_hub(tmp_path) if e.source == "search"]
-    assert [e.name for e in searched] == ["gpunet_cpu_1ms_digits"]
+    assert [e.name for e in searched] == ["gpunet_gpunet_cpu_1ms_digits"]
     out = subprocess.run([sys.executable, "-m", "gpunet.hub", "--dir", str(tmp_path), "--device",
                           "cpu", "--budget", "2"], capture_output=True, text=True, check=True)
-    assert "gpunet_cpu_1ms_digits" in out.stdout and "gpunet_0" not in out.stdout
-    assert json.loads((tmp_path / "gpunet_cpu_1ms_digits.json").read_text())["resolution"] == 224
+    assert "gpunet_gpunet_cpu_1ms_digits" in out.stdout and "gpunet_0" not in out.stdout
+    assert json.loads((tmp_path / "gpunet_gpunet_cpu_1ms_digits.json").read_text())["resolution"] == 224
 
 
 def test_hub_cli_needs_a_device_for_a_budget():

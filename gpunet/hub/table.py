@@ -2,7 +2,7 @@
 
 Two sources, one table:
   * NVIDIA's released GPUNets (`released.yaml`, shipped with the package), and
-  * the best network of every finished search per (device, tier, dataset), written to the hub
+  * the best network of every finished search per (search space, device, tier, dataset), in the hub
     directory (`$GPUNET_HUB_DIR`, default ~/.cache/gpunet/hub): `hub.yaml` plus one spec JSON
     per entry.
 Every entry is registered with timm at `import gpunet`, so `timm.create_model(name)` builds it.
@@ -63,9 +63,10 @@ def load_hub(directory: Path | None = None) -> list[HubEntry]:
     return _read(RELEASED_TABLE) + _read((directory or hub_dir()) / "hub.yaml")
 
 
-def entry_name(device: str, tier: str, dataset: str) -> str:
-    """A timm-safe name (timm reads '.' as a pretrained tag): gpunet_cpu_0p5ms_digits."""
-    return f"gpunet_{device}_{tier}_{dataset}".replace(".", "p").replace("-", "_").lower()
+def entry_name(space: str, device: str, tier: str, dataset: str) -> str:
+    """A timm-safe name (timm reads '.' as a pretrained tag) of the best network of a search
+    space, device, tier and dataset: gpunet_cpu_cpu_0p5ms_digits (space cpu, device cpu)."""
+    return f"gpunet_{space}_{device}_{tier}_{dataset}".replace(".", "p").replace("-", "_").lower()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -77,10 +78,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | None = None) -> HubEntry:
-    """Put a search's best network in the hub, replacing the entry of the same (device, tier,
-    dataset) only when the new one is more accurate."""
+    """Put a search's best network in the hub, replacing the entry of the same (search space,
+    device, tier, dataset) only when the new one is more accurate."""
     directory = Path(cfg.hub.dir).expanduser() if directory is None else directory
-    name = entry_name(cfg.device.name, cfg.tier.name, cfg.data.name)
+    name = entry_name(cfg.search_space.name, cfg.device.name, cfg.tier.name, cfg.data.name)
     entry = HubEntry(name=name, tier=str(cfg.tier.name), dataset=str(cfg.data.name),
                      top1=float(best["val_top1"]), resolution=int(best["resolution"]),
                      latency_ms={str(cfg.device.name): float(best["measured_latency_ms"])},

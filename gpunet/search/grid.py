@@ -21,9 +21,24 @@ class GridPoint:
 
     @property
     def label(self) -> str:
-        """A directory-safe name of this point of the grid."""
-        text = ",".join(self.varying) or "search"
-        return "".join(c if c.isalnum() or c in "=,._-" else "_" for c in text).replace("/", "_")
+        """A shell-friendly name of this point of the grid: `searcher-random__seed-1`."""
+        return "__".join(_safe(o.replace("=", "-", 1)) for o in self.varying) or "search"
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-," else "_" for c in text)
+
+
+def grid_label(points: list[GridPoint]) -> str:
+    """A shell-friendly name of the whole grid: `searcher-lamcts_bo,random__seed-0,1`."""
+    values: dict[str, list[str]] = {}
+    for point in points:
+        for override in point.varying:
+            key, value = override.split("=", 1)
+            values.setdefault(key, [])
+            if value not in values[key]:
+                values[key].append(value)
+    return "__".join(_safe(f"{key}-{','.join(vals)}") for key, vals in values.items()) or "search"
 
 
 def grid_points(arguments: list[str]) -> list[GridPoint]:

@@ -1,7 +1,9 @@
 """The search journal: one JSON object per line, appended, and the whole state of a search.
 
-Each line is a trial's state at one moment (`running` when handed to the launcher, then
-`completed`, `pruned` or `failed`); the last line of a trial number wins. Appending whole lines
+The first line is the search's definition and its fingerprint (gpunet.search.identity), so a
+directory can only be resumed by the same search. Every other line is a trial's state at one
+moment (`running` when handed to the launcher, then `completed`, `pruned` or `failed`); the last
+line of a trial number wins. Appending whole lines
 with flush + fsync means a killed sweeper loses at most the line it was writing, which `load`
 skips, so re-running the search resumes from what the journal says.
 """
@@ -16,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpunet.search.identity import fingerprint
+
 FINISHED = ("completed", "pruned", "failed")
 
 
@@ -25,6 +29,7 @@ class Trial:
     job: int
     encoding: list[int]
     est_latency_ms: float
+    pool_index: int | None = None  # the candidate's row in the tier pool (None: not from the pool)
     status: str = "running"
     value: float | None = None
     curve: list[float] = field(default_factory=list)
@@ -50,9 +55,37 @@ class Journal:
         self.path = Path(path)
 
     def append(self, trial: Trial) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         trial.time = time.time()
-        line = json.dumps(asdict(trial), allow_nan=True) + "\n"
+        self._append_line(asdict(trial))
+
+    def start(self, definition: dict[str, Any]) -> None:
+        """Begin a new journal with the search's definition (its first line)."""
+        if self.path.exists() and self.path.stat().st_size:
+            raise FileExistsError(f"{self.path} already holds a search")
+        self._append_line({"search": definition, "fingerprint": fingerprint(definition),
+                           "created": time.time()})
+
+    def definition(self) -> dict[str, Any] | None:
+        """The definition on the first line; None for a missing or empty journal."""
+        if not self.path.exists():
+            return None
+        with open(self.path, encoding="utf-8") as f:
+            first = f.readline()
+        if not first.strip():
+            return None
+        try:
+            header = json.loads(first)
+        except json.JSONDecodeError:
+            header = None
+        if not isinstance(header, dict) or "search" not in header:
+            raise ValueError(f"{self.path} does not start with a search definition (it was "
+                             "written by an older gpunet or is not a gpunet journal); run this "
+                             "search in a new directory (hydra.sweep.dir=...)")
+        return header["search"]
+
+    def _append_line(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, allow_nan=True) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
@@ -65,7 +98,9 @@ class Journal:
         records = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
-                records.append(Trial(**json.loads(line)))
+                record = json.loads(line)
+                if "search" not in record:  # the definition line is not a trial
+                    records.append(Trial(**record))
             except (json.JSONDecodeError, TypeError):
                 continue
         return records

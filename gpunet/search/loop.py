@@ -21,6 +21,7 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from gpunet.search.identity import check_same_search, search_definition
 from gpunet.search.journal import Journal, Trial
 from gpunet.search.searchers import make_searcher
 from gpunet.space import space_from_config
@@ -41,13 +42,15 @@ class TierPool:
     encodings: np.ndarray  # (M, D) int16
     latencies_ms: np.ndarray  # (M,)
 
-    def index_of(self, encoding: Sequence[int]) -> int:
-        hits = np.flatnonzero((self.encodings == np.asarray(encoding)).all(axis=1))
-        if hits.size == 0:
-            raise ValueError(f"encoding {list(encoding)} from the journal is not in this tier's "
-                             "pool: the journal was written by a search with another space, "
-                             "table, tier or pool seed; use a new sweep directory")
-        return int(hits[0])
+    def row_of(self, trial: Trial) -> int:
+        """The pool row a journaled trial was proposed from, checked against its encoding."""
+        row = trial.pool_index
+        if row is None or not 0 <= row < len(self.encodings) or \
+                self.encodings[row].tolist() != [int(x) for x in trial.encoding]:
+            raise ValueError(f"trial {trial.number} of the journal is not row {row} of this "
+                             "tier's pool: the pool changed since the search started (another "
+                             "latency table or pool cache); run the search in a new directory")
+        return int(row)
 
 
 def load_tier_pool(cfg: DictConfig) -> TierPool:
@@ -63,6 +66,18 @@ def load_tier_pool(cfg: DictConfig) -> TierPool:
                                      num_classes=int(cfg.latency.num_classes),
                                      calibrated=bool(cfg.latency.calibrated))
     return TierPool(encodings, latencies)
+
+
+def open_journal(cfg: DictConfig, search_dir: Path) -> Journal:
+    """The search's journal: started with cfg's definition, or checked against it on resume."""
+    journal = Journal(search_dir / "journal.jsonl")
+    definition = search_definition(cfg)
+    stored = journal.definition()
+    if stored is None:
+        journal.start(definition)
+    else:
+        check_same_search(stored, definition, str(search_dir))
+    return journal
 
 
 def _quote(value: str) -> str:
@@ -99,21 +114,25 @@ def _record(trial: Trial, ret: JobReturn) -> Trial:
             trial.status, trial.error = "failed", trial.error or f"non-finite value {trial.value}"
     else:
         trial.status = "failed"
-        error = ret._return_value if ret.status == JobStatus.FAILED else ret.return_value
+        try:  # a failed job's return_value re-raises the job's exception
+            error = ret.return_value
+        except Exception as raised:  # noqa: BLE001 - any job error is the trial's error
+            error = raised
         trial.error = f"{type(error).__name__}: {error}"
     return trial
 
 
 def run_search(cfg: DictConfig, overrides: Sequence[str], search_dir: Path, launcher: Launcher,
-               batch_size: int, pool: TierPool | None = None) -> list[Trial]:
+               batch_size: int, pool: TierPool | None = None, journal: Journal | None = None
+               ) -> list[Trial]:
     """Run (or resume) one search in `search_dir`; returns every trial, finished or not."""
     settings = cfg.search
+    journal = journal or open_journal(cfg, search_dir)  # before the pool: refused at once
     pool = pool or load_tier_pool(cfg)
     space = space_from_config(cfg.search_space)
     searcher = make_searcher(cfg.searcher, pool.encodings, space.cardinalities, int(cfg.seed))
-    journal = Journal(search_dir / "journal.jsonl")
     for trial in journal.finished_in_order():
-        searcher.observe([pool.index_of(trial.encoding)], [trial.observed_value])
+        searcher.observe([pool.row_of(trial)], [trial.observed_value])
     trials = journal.load()
     n_trials = int(settings.n_trials)
     finished = sum(t.finished for t in trials.values())
@@ -132,7 +151,8 @@ def run_search(cfg: DictConfig, overrides: Sequence[str], search_dir: Path, laun
                     break
                 first = max(trials, default=-1) + 1
                 batch = [Trial(first + i, -1, pool.encodings[idx].tolist(),
-                               float(pool.latencies_ms[idx])) for i, idx in enumerate(chosen)]
+                               float(pool.latencies_ms[idx]), pool_index=int(idx))
+                         for i, idx in enumerate(chosen)]
             next_job = max((t.job for t in trials.values()), default=-1) + 1
             for offset, trial in enumerate(batch):
                 trial.job, trial.status = next_job + offset, "running"
@@ -145,7 +165,7 @@ def run_search(cfg: DictConfig, overrides: Sequence[str], search_dir: Path, laun
                                       initial_job_idx=next_job)
             for trial, ret in zip(batch, returns, strict=True):
                 journal.append(_record(trial, ret))
-                searcher.observe([pool.index_of(trial.encoding)], [trial.observed_value])
+                searcher.observe([pool.row_of(trial)], [trial.observed_value])
                 if trial.status == "failed":
                     log.warning("trial %d failed: %s", trial.number, trial.error)
             finished = sum(t.finished for t in trials.values())

@@ -15,22 +15,71 @@ from typing import Any
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gpunet.search.grid import grid_points
-from gpunet.search.loop import TooManyFailures, run_search
+from gpunet.search.grid import GridPoint, grid_label, grid_points
+from gpunet.search.loop import TooManyFailures, open_journal, run_search
 from gpunet.search.outputs import write_comparison, write_outputs
 
 log = logging.getLogger(__name__)
 
 
 def launcher_parallelism(launcher_cfg: DictConfig) -> int:
-    """How many jobs the configured launcher runs at once (the search's batch size)."""
-    for key in ("n_jobs", "array_parallelism"):
+    """How many jobs the configured launcher runs at once: joblib's n_jobs (-1: every CPU),
+    submitit's array_parallelism, a Ray launcher's CPUs divided by each job's CPUs; 1 otherwise
+    (the basic launcher runs one job at a time)."""
+    for key in ("n_jobs", "array_parallelism", "parallelism"):
         value = launcher_cfg.get(key)
         if value is not None:
             return os.cpu_count() or 1 if int(value) < 0 else max(1, int(value))
+    ray = launcher_cfg.get("ray")
+    if ray is not None:
+        init, remote = ray.get("init") or {}, ray.get("remote") or {}
+        total = init.get("num_cpus") or os.cpu_count() or 1
+        return max(1, int(total) // max(1, int(remote.get("num_cpus") or 1)))
     return 1
+
+
+def choose_batch_size(cfg: DictConfig) -> tuple[int, str]:
+    """Candidates per round and why. `search.batch_size` when set; otherwise the launcher's
+    parallelism, capped so that the searcher's model chooses most of the budget: no batch larger
+    than its random start (n_init) or a quarter of the trials. (A SLURM array of 256 would else
+    make the first round the whole budget, chosen at random.)"""
+    n_trials = int(cfg.search.n_trials)
+    if cfg.search.batch_size is not None:
+        return int(cfg.search.batch_size), "search.batch_size"
+    workers = launcher_parallelism(cfg.hydra.launcher)
+    caps = {"a quarter of search.n_trials": max(1, n_trials // 4)}
+    if cfg.searcher.get("n_init") is not None:
+        caps["searcher.n_init"] = max(1, int(cfg.searcher.n_init))
+    cap_name, cap = min(caps.items(), key=lambda item: item[1])
+    if workers <= cap:
+        return workers, f"the launcher runs {workers} job(s) at once"
+    return cap, f"the launcher runs {workers} at once, capped at {cap_name}"
+
+
+def _user_set_sweep_dir(config: DictConfig) -> bool:
+    return any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra)
+
+
+def search_dirs(config: DictConfig, points: list[GridPoint], configs: list[DictConfig]
+                ) -> tuple[list[Path], Path | None]:
+    """Where each search of the grid runs, and where a grid's comparison goes (None: one search).
+
+    A search runs in its own resolved `hydra.sweep.dir`, named after what it is (space, device,
+    backend, tier, objective, searcher, seed), so a grid point and the single command with the
+    same values are the same search. A grid never writes into a search's directory: its
+    comparison goes to `grid-<the swept values>` beside them. When the user fixed the directory,
+    or points would share one, each point's name ends with its values."""
+    if len(points) == 1:
+        return [Path(configs[0].hydra.sweep.dir)], None
+    base = Path(config.hydra.sweep.dir)
+    dirs = [Path(cfg.hydra.sweep.dir) for cfg in configs]
+    if _user_set_sweep_dir(config):
+        return [base / p.label for p in points], base
+    if len(set(dirs)) < len(dirs):
+        dirs = [d.with_name(f"{d.name}--{p.label}") for d, p in zip(dirs, points)]
+    return dirs, base.parent / f"grid-{grid_label(points)}"
 
 
 class SearchSweeper(Sweeper):
@@ -48,21 +97,25 @@ class SearchSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         points = grid_points(arguments)
+        configs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(p.overrides))
+                   for p in points]
+        dirs, grid_dir = search_dirs(self.config, points, configs)
+        if grid_dir is not None:
+            grid_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, grid_dir / "multirun.yaml")
         results: dict[str, list] = {}
-        for point in points:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
-                                                                     list(point.overrides))
-            search_dir = sweep_dir if len(points) == 1 else sweep_dir / point.label
+        for point, cfg, search_dir in zip(points, configs, dirs):
             search_dir.mkdir(parents=True, exist_ok=True)
+            journal = open_journal(cfg, search_dir)  # refuses another search's directory
             OmegaConf.save(cfg, search_dir / "search.yaml", resolve=False)
-            batch = int(cfg.search.batch_size or launcher_parallelism(cfg.hydra.launcher))
-            log.info("search %s in %s (batch size %d)", point.label, search_dir, batch)
+            with open_dict(self.config):  # launchers create (and submitit fills) their
+                self.config.hydra.sweep.dir = str(search_dir)  # configured sweep dir: this one
+            batch, why = choose_batch_size(cfg)
+            log.info("search %s in %s: batch size %d (%s)", point.label, search_dir, batch, why)
             try:
-                trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch)
+                trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch,
+                                    journal=journal)
             except TooManyFailures as stop:
                 write_outputs(search_dir, stop.trials, cfg)  # keep what ran, then stop
                 raise
@@ -75,7 +128,7 @@ class SearchSweeper(Sweeper):
                 from gpunet.hub.table import add_search_result
 
                 add_search_result(cfg, best)
-            results[point.label] = trials
-        if len(points) > 1:
-            write_comparison(sweep_dir, results)
+            results[str(search_dir)] = trials
+        if grid_dir is not None:
+            write_comparison(grid_dir, {d.name: results[str(d)] for d in dirs})
         return results
