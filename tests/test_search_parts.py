@@ -93,3 +93,30 @@ def test_sweeper_plugin_is_discovered():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd="/")
     assert "GPUNetSweeper" in out.stdout
+
+
+def compose_search(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from gpunet.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("search", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize(("overrides", "batch"), [
+    # submitit_slurm runs 256 array tasks at once: capped so the model picks most trials
+    (["hydra/launcher=submitit_slurm", "search.n_trials=200"], 20),  # lamcts_bo's n_init
+    (["hydra/launcher=submitit_slurm", "search.n_trials=40"], 10),  # a quarter of the trials
+    (["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=4"], 2),  # 8 trials / 4
+    (["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=4",
+      "search.n_trials=100"], 4),
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "search.n_trials=100",
+      "searcher=random"], 3),
+    (["search.n_trials=100"], 1),  # the basic launcher runs one job at a time
+    (["hydra/launcher=submitit_slurm", "search.batch_size=64"], 64),  # the user's choice wins
+])
+def test_batch_size_rule(overrides, batch):
+    from gpunet.search.sweeper import choose_batch_size
+
+    assert choose_batch_size(compose_search(*overrides))[0] == batch
