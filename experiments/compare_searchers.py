@@ -37,8 +37,9 @@ from omegaconf import OmegaConf  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from gpunet.search import objectives  # noqa: E402
 from gpunet.search.objectives import make_objective  # noqa: E402
-from gpunet.search.searchers import make_searcher  # noqa: E402
+from gpunet.search.searchers import code_digest, make_searcher  # noqa: E402
 from gpunet.search.searchers.gp import (  # noqa: E402
     build_gp,
     cap_training_set,
@@ -366,7 +367,8 @@ def main() -> None:
     pool_values = {o: make_objective(objs[o], card)(pool) for o in args.objectives}
     cache_path = args.out / f"{args.prefix}runs.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    pool_id = fingerprint(pool, card)
+    # the searchers' and objectives' code is part of the key: a code change re-runs everything
+    pool_id = fingerprint(pool, card, code_digest(), Path(objectives.__file__).read_bytes())
     todo, runs = [], {}
     for s in args.searchers:
         for o in args.objectives:

@@ -6,7 +6,9 @@ conf/searcher/<name>.yaml; e.g. `make_searcher(cfg.searcher, pool, cardinalities
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,4 +41,13 @@ def make_searcher(
     return SEARCHERS[name](pool, cardinalities, seed, **knobs)
 
 
-__all__ = ["SEARCHERS", "Searcher", "make_searcher"]
+def code_digest() -> str:
+    """A hash of the searchers' source: experiments key their cached runs with it, so a table
+    never mixes results of two versions of the code."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+__all__ = ["SEARCHERS", "Searcher", "code_digest", "make_searcher"]
