@@ -117,3 +117,20 @@ def test_prepared_networks_can_be_timed_in_interleaved_rounds(name):
             samples = run()
             assert len(samples) == 9 and min(samples) > 0
     backend.close()
+
+
+@pytest.mark.parametrize("name, extra", [("onnxruntime", {"threads": 2, "clock": "wall", "opset": 15}),
+                                         ("torch", {"threads": 1, "clock": "thread"})])
+def test_the_configured_context_is_what_a_backend_reports_without_creating_it(name, extra):
+    """A machine that cannot run a backend picks the stored context by what the config fixes;
+    that must be exactly the part of the context the backend itself reports."""
+    from gpunet.latency.backends import configured_context, context_matches
+
+    configured = configured_context(latency(name, **extra), CPU)
+    backend = create_backend(latency(name, **extra), CPU)
+    try:
+        context = backend.context()
+    finally:
+        backend.close()
+    assert {k: context[k] for k in configured} == configured and context_matches(context, configured)
+    assert not context_matches(context, configured_context(latency(name, threads=3), CPU))

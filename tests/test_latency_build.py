@@ -158,3 +158,79 @@ def test_the_whole_cpu_space_table_builds(tmp_path):
     cfg = compose_cfg(tmp_path, "latency.runs=50", "latency.warmup=10")
     report = build_table(cfg)
     assert report.keys == 1183 and len(report.table) == 1183
+
+
+# -- one head for every app: the data group's class count ----------------------------------------
+def compose_app(app: str, table, *overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    fast = [f"latency.table={table}", "latency.runs=3", "latency.warmup=1"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(app, overrides=[*fast, *overrides])
+
+
+def fill_synthetically(cfg) -> int:
+    """Every key a build of cfg needs, with made-up timings in the context this machine measures
+    in (so nothing is timed); returns how many."""
+    from gpunet.latency.backends import create_backend
+    from gpunet.latency.build import head_classes, plain, table_path
+    from gpunet.latency.table import LatencyTable
+    from gpunet.latency.timing import Timing
+    from gpunet.space import space_from_config
+
+    backend = create_backend(plain(cfg.latency), plain(cfg.device))
+    context = backend.context()
+    backend.close()
+    probes = reach(space_from_config(cfg.search_space), head_classes(cfg)).probes()
+    with LatencyTable(table_path(plain(cfg.latency)), context) as table:
+        table.put_many([(p.key, p.fields(), Timing(0.01 + 1e-5 * i, 0.03, 3))
+                        for i, p in enumerate(probes)])
+    return len({p.key for p in probes})
+
+
+def test_a_default_build_is_the_table_a_default_search_uses(tmp_path):
+    table = tmp_path / "table.sqlite"
+    built, searched = compose_app("latency_build", table), compose_app("search", table)
+    assert built.latency.num_classes == searched.latency.num_classes == searched.data.num_classes == 10
+    keys = fill_synthetically(built)  # what `python -m gpunet.latency.build` leaves
+    report = build_table(searched)  # the search's table step
+    assert (report.keys, report.present, report.measured) == (keys, keys, 0)
+
+
+def test_the_stratify_pool_and_the_search_pool_agree(tmp_path):
+    from gpunet.latency.stratify import stratify, tier_pool
+    from gpunet.space import space_from_config
+
+    table = tmp_path / "table.sqlite"
+    built = compose_app("latency_build", table, "stratify.samples=4096")
+    searched = compose_app("search", table)
+    fill_synthetically(built)
+    summary = stratify(built, tmp_path / "out")
+    wide = {"name": "wide", "target_ms": 500.0, "tolerance_ms": 499.99}
+    _, pool = tier_pool(space_from_config(searched.search_space), ensure_table(searched), wide, n=4096,
+                        seed=0, cache_dir=tmp_path / "pools", num_classes=searched.latency.num_classes)
+    assert summary["num_classes"] == 10
+    assert summary["range_ms"] == [float(pool.min()), float(pool.max())]
+
+
+def class_tree(root, classes: int) -> None:
+    for split in ("train", "val"):
+        for c in range(classes):
+            (root / split / f"class{c}").mkdir(parents=True)
+
+
+def test_imagefolder_declares_its_class_count_and_it_must_match_the_tree(tmp_path):
+    from gpunet.latency.build import head_classes
+
+    class_tree(tmp_path / "data", 3)
+    root = f"data.root={tmp_path / 'data'}"
+    for app in ("latency_build", "search"):
+        with pytest.raises(ValueError, match=r"needs data.num_classes.*has 3 class folders: add "
+                                             r"data.num_classes=3"):
+            ensure_table(compose_app(app, tmp_path / "t.sqlite", "data=imagefolder", root))
+        with pytest.raises(ValueError, match=r"data.num_classes=1000, but .* has 3 class folders"):
+            head_classes(compose_app(app, tmp_path / "t.sqlite", "data=imagefolder", root,
+                                     "data.num_classes=1000"))
+        cfg = compose_app(app, tmp_path / "t.sqlite", "data=imagefolder", root, "data.num_classes=3")
+        assert head_classes(cfg) == cfg.latency.num_classes == 3

@@ -116,3 +116,23 @@ def test_any_network_spec_such_as_nvidia_gpunet_is_estimated(tmp_path):
 def test_bad_encodings_are_refused(cpu_table, bad, match):
     with pytest.raises(ValueError, match=match):
         estimate_encodings(CPU, cpu_table, bad)
+
+
+def test_a_value_outside_the_lookup_raises_instead_of_reading_index_minus_one(tmp_path, monkeypatch):
+    """The look-up arrays cover the values `reach` enumerates; any other value (here: the 32 px
+    rows of a space whose reach was taken for 40 px only) must be an error naming it, never
+    index -1, which reads the last entry of the look-up without a word."""
+    from test_latency_support import TINY
+
+    from gpunet.latency import estimate
+    from gpunet.space.space import space_from_config
+
+    space = tiny_space()  # resolutions 32 and 40
+    table = synthetic_table(tmp_path / "t.sqlite", space)
+    narrow = space_from_config({**TINY, "resolutions": [40]})
+    real_reach = estimate.reach
+    monkeypatch.setattr(estimate, "reach", lambda _space, n: real_reach(narrow, n))
+    X = all_encodings(space)
+    X = X[X[:, 0] == 0][:4]  # 32 px
+    with pytest.raises(ValueError, match=r"stage 0 input size 32 is not one of .*: \[40\]"):
+        estimate.sum_encodings(space, table, X)

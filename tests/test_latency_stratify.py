@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -34,7 +37,8 @@ def test_the_pool_is_the_band_of_the_sobol_sample(setup):
     assert np.array_equal(estimate_encodings(space, table, X), lat)
     everything = sobol_encodings(space, 4096, seed=0)
     inside = estimate_encodings(space, table, everything)
-    assert len(lat) == ((inside >= lo) & (inside <= hi)).sum()
+    band = everything[(inside >= lo) & (inside <= hi)]
+    assert len(lat) == len(np.unique(band, axis=0))  # each network of the band, once
     assert len(list(cache.glob("*.png"))) == 1  # the histogram of the new pool
 
 
@@ -93,3 +97,41 @@ def test_histogram_png(tmp_path):
     path = plot_tiers(np.random.default_rng(0).gamma(4, 0.2, 10_000), all_tiers(), "test",
                       tmp_path / "h.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+WIDE = {"name": "wide", "target_ms": 50.0, "tolerance_ms": 49.99}  # every network of the tiny space
+
+
+def first_seen(X: np.ndarray) -> list[list[int]]:
+    seen: dict[tuple[int, ...], None] = {}
+    for row in X.tolist():
+        seen.setdefault(tuple(row), None)
+    return [list(row) for row in seen]
+
+
+def test_a_pool_holds_each_network_once_in_first_sobol_order(setup):
+    space, table, _, cache = setup
+    everything = sobol_encodings(space, 4096, seed=0)
+    distinct = first_seen(everything)
+    assert len(distinct) < 4096  # 4,096 Sobol draws of a 3,072-network space repeat rows
+    X, lat = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache)
+    assert X.tolist() == distinct
+    assert np.array_equal(lat, estimate_encodings(space, table, X))
+    X2, lat2 = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache)  # from the cache
+    assert np.array_equal(X, X2) and np.array_equal(lat, lat2)
+
+
+def test_pools_cached_with_repeated_rows_are_not_reused(setup):
+    """A pool file written before pools were deduplicated (cache key without the format) holds
+    repeated rows: it must not be read again."""
+    space, table, _, cache = setup
+    old_key = hashlib.sha256(json.dumps(
+        {"space": space.to_dict(), "table": table.fingerprint(), "n": 4096, "seed": 0,
+         "num_classes": 10, "calibrated": False}, sort_keys=True).encode()).hexdigest()[:20]
+    lo, hi = Tier.from_config(WIDE).band
+    everything = sobol_encodings(space, 4096, seed=0)
+    cache.mkdir(parents=True)
+    np.savez(cache / f"{space.name}-{old_key}-{lo:g}-{hi:g}ms.npz", encodings=everything,
+             latencies_ms=estimate_encodings(space, table, everything))
+    X, _ = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache)
+    assert len(np.unique(X, axis=0)) == len(X)

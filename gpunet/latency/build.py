@@ -4,6 +4,12 @@ Enumerates the space's keys (gpunet.latency.space_keys), skips those already in 
 measures the rest with the configured backend, in parallel workers when asked, with a progress
 bar. Entries are committed one by one, so a killed build resumes where it stopped. `ensure_table`
 is the same step as a function for other apps (the search calls it before stratifying).
+
+A table's context names the hardware and library versions it was measured with, which only a
+machine that runs the backend knows. Where the backend cannot run (a CPU login node submitting
+GPU jobs), the table is opened from its stored facts instead: the stored context made with the
+config's device, backend, precision, batch and settings that holds every entry needed (the newest
+such one). If there is none, the error names the one-time build to run on a node with the device.
 """
 
 from __future__ import annotations
@@ -22,15 +28,19 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from gpunet.latency.backends import create_backend
+from gpunet.latency.backends import BackendUnavailable, configured_context, context_matches, create_backend
 from gpunet.latency.io import write_json
 from gpunet.latency.keys import Probe, spec_probes
 from gpunet.latency.parallel import measure_into, measure_parallel
 from gpunet.latency.space_keys import reach
-from gpunet.latency.table import LatencyTable
+from gpunet.latency.table import LatencyTable, StoredContext, stored_contexts
 from gpunet.paths import CONF_DIR
 from gpunet.space.space import space_from_config
 from gpunet.space.spec import NetworkSpec
+
+
+class TableNotReady(BackendUnavailable):
+    """The backend cannot run here and the table file holds no complete context for the config."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,34 @@ def plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
+def class_folders(data: Mapping[str, Any]) -> int | None:
+    """The number of class folders of an ImageFolder tree's training split (None: not readable here)."""
+    if data.get("name") != "imagefolder" or not data.get("root"):
+        return None
+    split = Path(str(data["root"])).expanduser() / str(data.get("train_split") or "train")
+    if not split.is_dir():
+        return None
+    return sum(1 for d in split.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def head_classes(cfg: DictConfig | Mapping[str, Any]) -> int:
+    """The head's class count of every latency estimate and table: latency.num_classes, which the
+    configs set to data.num_classes (the one source of truth, also the trained head's size)."""
+    data = plain(cfg["data"]) if "data" in cfg and cfg["data"] is not None else {}
+    n = cfg["latency"]["num_classes"]
+    found = class_folders(data)
+    if n is None:
+        where = f"data.root={data.get('root')}"
+        hint = (f"{where} has {found} class folders: add data.num_classes={found}" if found is not None
+                else f"set it to the number of class folders of {where}/{data.get('train_split')}")
+        raise ValueError(f"data={data.get('name')} needs data.num_classes: it sizes the head of "
+                         f"every latency estimate and of the trained networks; {hint}")
+    if found is not None and found != int(n):
+        raise ValueError(f"data.num_classes={n}, but data.root={data['root']} has {found} class folders "
+                         f"in {data.get('train_split')}/: set data.num_classes={found}")
+    return int(n)
+
+
 def table_path(latency: Mapping[str, Any]) -> Path:
     """latency.table, relative paths taken from where the app was launched."""
     return Path(to_absolute_path(str(latency["table"])))
@@ -67,13 +105,88 @@ def worker_count(latency: Mapping[str, Any], device: Mapping[str, Any]) -> int:
     return int(workers)
 
 
+def build_command(cfg: DictConfig | Mapping[str, Any]) -> str:
+    """The `python -m gpunet.latency.build` command that makes cfg's table."""
+    latency, device = plain(cfg["latency"]), plain(cfg["device"])
+    words = ["python -m gpunet.latency.build", f"device={device['name']}", f"latency={latency['name']}",
+             f"search_space={cfg['search_space']['name']}", f"data.num_classes={head_classes(cfg)}"]
+    for key in ("precision", "batch_size"):
+        if latency[key] != device[key]:
+            words.append(f"latency.{key}={latency[key]}")
+    words.append(f"latency.table={table_path(latency)}")
+    return " ".join(words)
+
+
+def _describe(stored: StoredContext) -> str:
+    ctx = stored.context
+    versions = ", ".join(f"{k} {v}" for k, v in sorted((ctx.get("versions") or {}).items()))
+    return (f"{ctx.get('hardware')} ({versions}; settings {ctx.get('settings')}), {stored.entries:,} "
+            f"entries, last measured {stored.last_measured}")
+
+
+def stored_table(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str,
+                 reason: BackendUnavailable) -> LatencyTable:
+    """cfg's table opened from its stored facts, for a machine where the backend cannot run.
+
+    Takes the stored context made with cfg's device, backend, precision, batch and settings that
+    holds every entry of `probes`; the newest one (by its last entry) if several do. Raises
+    TableNotReady, naming the one-time build on a node with the device, if none does.
+    """
+    latency, device = plain(cfg["latency"]), plain(cfg["device"])
+    path = table_path(latency)
+    wanted = configured_context(latency, device)
+    needed = {p.key for p in probes}
+    stored = stored_contexts(path)
+    candidates = []
+    for ctx in stored:
+        if ctx.entries and context_matches(ctx.context, wanted):
+            with LatencyTable(path, ctx.context) as table:
+                candidates.append((ctx, needed - table.keys()))
+    complete = sorted((c for c, missing in candidates if not missing),
+                      key=lambda c: c.last_measured or "", reverse=True)
+    label = (f"device={device['name']} latency={latency['name']} ({latency['precision']}, batch "
+             f"{latency['batch_size']}, settings {wanted['settings']})")
+    if not complete:
+        if not path.is_file():
+            state = f"{path} does not exist"
+        elif not candidates:
+            others = [c for c in stored if c.entries]
+            state = (f"{path} has no entries measured for {label}" + (
+                f" (it has {len(others)} other context(s), e.g. {others[0].context.get('device')}/"
+                f"{others[0].context.get('backend')} {others[0].context.get('settings')})" if others else ""))
+        else:
+            fewest = min(candidates, key=lambda c: len(c[1]))
+            state = (f"the stored context(s) for it in {path} miss entries ({len(fewest[1]):,} of the "
+                     f"{len(needed):,} needed, e.g. {sorted(fewest[1])[0]})")
+        raise TableNotReady(
+            f"{what}: the latency table for {label} cannot be measured on this machine ({reason}), and "
+            f"{state}. Build it once on a node with the device:\n    {build_command(cfg)}\n(or run this "
+            "command on such a node); afterwards any machine, this one included, reads the stored table.")
+    chosen = complete[0]
+    print(f"{what}: latency={latency['name']} cannot run here ({str(reason).splitlines()[0]}); using the "
+          f"table's stored context for {label} in {path}: {_describe(chosen)}; it holds all "
+          f"{len(needed):,} entries needed", flush=True)
+    if len(complete) > 1:
+        print(f"  (the newest of {len(complete)} complete stored contexts; the others: "
+              + "; ".join(_describe(c) for c in complete[1:]) + ")", flush=True)
+    return LatencyTable(path, chosen.context, head_classes(cfg))
+
+
 def fill(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str,
          seed: int = 0) -> BuildReport:
-    """Measure the entries of `probes` missing from cfg's table; returns what was done."""
+    """Measure the entries of `probes` missing from cfg's table; returns what was done.
+
+    Where the backend cannot run, nothing is measured: the table comes from its stored facts
+    (`stored_table`), or TableNotReady says which build to run on a node with the device."""
     latency, device = plain(cfg["latency"]), plain(cfg["device"])
-    backend = create_backend(latency, device)
+    num_classes = head_classes(cfg)
     try:
-        table = LatencyTable(table_path(latency), backend.context(), int(latency["num_classes"]))
+        backend = create_backend(latency, device)
+    except BackendUnavailable as reason:
+        keys = len({p.key for p in probes})
+        return BuildReport(stored_table(probes, cfg, what, reason), keys, keys, 0, 0.0)
+    try:
+        table = LatencyTable(table_path(latency), backend.context(), num_classes)
         present = table.keys()
         missing = [p for p in {p.key: p for p in probes}.values() if p.key not in present]
         keys = len({p.key for p in probes})
@@ -104,8 +217,7 @@ def fill(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str
 def build_table(cfg: DictConfig | Mapping[str, Any], spec: NetworkSpec | None = None) -> BuildReport:
     """Fill the table with every entry of cfg's search space (and of `spec`, if given)."""
     space = space_from_config(cfg["search_space"])
-    latency = plain(cfg["latency"])
-    probes = reach(space, int(latency["num_classes"])).probes()
+    probes = reach(space, head_classes(cfg)).probes()
     what = f"search space {space.name!r}"
     if spec is not None:
         probes += spec_probes(spec)
@@ -114,17 +226,25 @@ def build_table(cfg: DictConfig | Mapping[str, Any], spec: NetworkSpec | None = 
 
 
 def ensure_table(cfg: DictConfig | Mapping[str, Any]) -> LatencyTable:
-    """The latency table of cfg (`search_space`, `device`, `latency` nodes), built where missing."""
+    """The latency table of cfg (`search_space`, `device`, `latency`, `data` nodes), built where
+    missing; from its stored facts where the backend cannot run (see `fill`)."""
     return build_table(cfg).table
+
+
+def measure_network_context(spec: NetworkSpec, cfg: DictConfig | Mapping[str, Any]
+                            ) -> tuple[float, dict[str, Any]]:
+    """End-to-end latency (median ms) of one network with cfg's device and backend, and the
+    context it was measured in. Raises BackendUnavailable where the backend cannot run."""
+    backend = create_backend(plain(cfg["latency"]), plain(cfg["device"]))
+    try:
+        return backend.measure_network(spec).median_ms, backend.context()
+    finally:
+        backend.close()
 
 
 def measure_network(spec: NetworkSpec, cfg: DictConfig | Mapping[str, Any]) -> float:
     """End-to-end latency (median ms) of one network with cfg's device and backend."""
-    backend = create_backend(plain(cfg["latency"]), plain(cfg["device"]))
-    try:
-        return backend.measure_network(spec).median_ms
-    finally:
-        backend.close()
+    return measure_network_context(spec, cfg)[0]
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
@@ -134,7 +254,7 @@ def main(cfg: DictConfig) -> None:
     spec = None
     if cfg.get("arch") is not None:
         spec = resolve_spec(cfg.arch, space_from_config(cfg.search_space)).with_num_classes(
-            int(cfg.latency.num_classes))
+            head_classes(cfg))
     report = build_table(cfg, spec)
     summary = {"search_space": cfg.search_space.name, **report.summary()}
     out = Path(HydraConfig.get().runtime.output_dir) / "build_summary.json"

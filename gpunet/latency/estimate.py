@@ -115,10 +115,22 @@ def _stage_lut(stage: StageSpace, r: StageReach, medians: dict[str, int]) -> _St
     return _StageLUT(r, first, np.array(rest_sizes), rest)
 
 
-def _positions(values: tuple[int, ...]) -> np.ndarray:
-    """A dense value -> index map (the values are small ints: sizes and channel counts)."""
-    out = np.full(max(values) + 1, -1, dtype=np.intp)
-    out[list(values)] = np.arange(len(values))
+def _positions(values: tuple[int, ...], x: np.ndarray, what: str) -> np.ndarray:
+    """The index in `values` of every element of `x` (small ints: sizes and channel counts).
+
+    A value that is not in `values` raises a ValueError naming it and the allowed ones (it would
+    otherwise become index -1 and silently read another entry)."""
+    allowed = [int(v) for v in values]
+    x = np.asarray(x)
+    lookup = np.full(max(allowed) + 1, -1, dtype=np.intp)
+    lookup[allowed] = np.arange(len(allowed))
+    inside = (x >= 0) & (x < len(lookup))
+    out = np.full(x.shape, -1, dtype=np.intp)
+    out[inside] = lookup[x[inside]]
+    if (out < 0).any():
+        bad = int(x[out < 0].flat[0])
+        raise ValueError(f"{what} {bad} is not one of the values the latency look-up covers: "
+                         f"{sorted(allowed)}")
     return out
 
 
@@ -165,11 +177,14 @@ def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
         f = prev if stage.shares_filters else choices["filters"][choice_index(stage, "filters")]
         layers = np.broadcast_to(choices["layers"][choice_index(stage, "layers")], (n,))
         variant = tuple(choice_index(stage, name) for name in VARIANT_FIELDS)
-        fi = _positions(stage_reach.filters)[f]
-        first = lut.first[(_positions(stage_reach.sizes)[size], _positions(stage_reach.in_channels)[cin],
+        where = f"stage {stage.index}"
+        fi = _positions(stage_reach.filters, f, f"{where} filters")
+        first = lut.first[(_positions(stage_reach.sizes, size, f"{where} input size"),
+                           _positions(stage_reach.in_channels, cin, f"{where} input channels"),
                            fi, *variant)]
         out_size = -(-size // stage.stride)
-        rest = lut.rest[(_positions(tuple(lut.rest_sizes))[out_size], fi, *variant)]
+        rest = lut.rest[(_positions(tuple(lut.rest_sizes), out_size, f"{where} repeated-layer size"),
+                         fi, *variant)]
         active, repeated = layers > 0, layers > 1
         missing |= (active & (first == MISSING)) | (repeated & (rest == MISSING))
         total += np.where(active, first, 0) + np.where(repeated, (layers - 1) * rest, 0)
@@ -180,7 +195,8 @@ def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
     heads = np.full((len(r.head_sizes), len(r.head_in_channels)), MISSING, np.int64)
     for (zi, s), (ci, c) in itertools.product(enumerate(r.head_sizes), enumerate(r.head_in_channels)):
         heads[zi, ci] = medians.get(head_key_of(c, space.head_width, num_classes, s), MISSING)
-    head = heads[_positions(r.head_sizes)[size], _positions(r.head_in_channels)[cin]]
+    head = heads[_positions(r.head_sizes, size, "head input size"),
+                 _positions(r.head_in_channels, cin, "head input channels")]
     missing |= head == MISSING
     if missing.any():
         row = int(np.argmax(missing))

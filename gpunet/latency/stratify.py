@@ -72,12 +72,26 @@ def sample_latencies(space: SearchSpace, table: LatencyTable, n: int, seed: int,
     return X, estimate_encodings(space, table, X, num_classes, calibrated)
 
 
+# What a cached pool file holds. 2: each encoding once (version 1 pools kept Sobol's repeats of an
+# encoding, possible in small spaces, which mapped a trial back to the wrong row).
+POOL_FORMAT = 2
+
+
 def pool_key(space: SearchSpace, table: LatencyTable, n: int, seed: int, num_classes: int,
              calibrated: bool) -> str:
-    """Hash of everything a pool depends on."""
+    """Hash of everything a pool depends on (and of the pool format, so older files are not read)."""
     payload = json.dumps({"space": space.to_dict(), "table": table.fingerprint(), "n": n, "seed": seed,
-                          "num_classes": num_classes, "calibrated": calibrated}, sort_keys=True)
+                          "num_classes": num_classes, "calibrated": calibrated,
+                          "format": POOL_FORMAT}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def first_occurrences(X: np.ndarray) -> np.ndarray:
+    """Indices of the rows of X seen for the first time, in their order in X."""
+    if len(X) == 0:
+        return np.arange(0)
+    _, first = np.unique(X, axis=0, return_index=True)
+    return np.sort(first)
 
 
 def _empty_message(tier: Tier, space: SearchSpace, latencies: np.ndarray, table: LatencyTable) -> str:
@@ -119,6 +133,8 @@ def tier_pool(space: SearchSpace, table: LatencyTable, tier_cfg: Mapping[str, An
               ) -> tuple[np.ndarray, np.ndarray]:
     """The networks of a tier: (encodings int16 (M, D), estimated latencies ms (M,)).
 
+    Each network is in the pool once, in the order Sobol first drew it (a small space makes
+    Sobol repeat encodings; a pool row is then one network, so a trial maps back to its row).
     Estimates assume a head of `num_classes` classes (None: `table.num_classes`) and apply the
     table's calibration if `calibrated`. Raises EmptyTierError, naming the latency range that
     exists, when the band holds none.
@@ -132,9 +148,10 @@ def tier_pool(space: SearchSpace, table: LatencyTable, tier_cfg: Mapping[str, An
         with np.load(path) as cached:
             return cached["encodings"], cached["latencies_ms"]
     X, latencies = sample_latencies(space, table, n, seed, num_classes, calibrated)
-    keep = (latencies >= lo) & (latencies <= hi)
-    if not keep.any():
+    keep = np.flatnonzero((latencies >= lo) & (latencies <= hi))
+    if not keep.size:
         raise EmptyTierError(_empty_message(tier, space, latencies, table))
+    keep = keep[first_occurrences(X[keep])]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(tmp, encodings=X[keep], latencies_ms=latencies[keep])

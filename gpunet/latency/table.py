@@ -79,6 +79,39 @@ def canonical_context(context: Mapping[str, Any]) -> str:
         raise ValueError(f"a latency table context must be JSON-serialisable: {err}") from err
 
 
+@dataclass(frozen=True)
+class StoredContext:
+    """One context of a table file, as stored: where its entries were measured."""
+
+    context: dict[str, Any]
+    entries: int
+    last_measured: str | None  # ISO 8601 time of its newest entry
+
+
+def stored_contexts(path: str | Path) -> list[StoredContext]:
+    """Every context of the table file at `path` with its entry count; [] when there is no file.
+    Reads only: needs neither a backend nor the device."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    conn = sqlite3.connect(path, timeout=120.0)
+    try:
+        app = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        if app != APPLICATION_ID:
+            if app == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+                return []  # an empty file: a table that another process is creating
+            raise LatencyTableError(f"{path} is not a gpunet latency table (application_id {app:#x}); "
+                                    "point latency.table= at the table file")
+        rows = conn.execute(
+            "SELECT c.context, COUNT(e.key), MAX(e.measured_at) FROM contexts c "
+            "LEFT JOIN entries e ON e.context_id = c.id GROUP BY c.id ORDER BY c.id").fetchall()
+    except sqlite3.DatabaseError as err:
+        raise LatencyTableError(f"{path} is not a readable gpunet latency table ({err})") from err
+    finally:
+        conn.close()
+    return [StoredContext(json.loads(text), int(n), last) for text, n, last in rows]
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

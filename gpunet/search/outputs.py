@@ -1,10 +1,17 @@
-"""What a finished search leaves in its directory: results.csv, best.yaml, best.onnx, plots."""
+"""What a finished search leaves in its directory: results.csv, best.yaml, best.onnx, plots.
+
+best.yaml's measured end-to-end latency is measured where the device is: in the sweeper's own
+process when the latency backend runs there, else as one more launcher job (`trial.kind=latency`,
+on the nodes the candidates ran on). When neither can measure it, it is null, with a note saying
+why and how to fill it in.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +21,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from hydra.plugins.launcher import Launcher  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from gpunet.models import build_model, export_onnx, spec_cost  # noqa: E402
 from gpunet.search.journal import Trial  # noqa: E402
 from gpunet.space import encoding_to_spec, space_from_config  # noqa: E402
+from gpunet.space.spec import NetworkSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
 CSV_FIELDS = ["number", "job", "status", "value", "est_latency_ms", "duration_s", "epochs",
@@ -94,12 +103,66 @@ def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str,
     plt.close(fig)
 
 
-def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str) -> dict[str, Any]:
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _measured_on(context: dict[str, Any], where: str) -> dict[str, Any]:
+    versions = {str(k): str(v) for k, v in (context.get("versions") or {}).items()}
+    return {"where": where, "hardware": str(context.get("hardware")), "versions": versions}
+
+
+def latency_job_overrides(base: Sequence[str], best: Trial, num_classes: int,
+                          search_dir: Path) -> list[str]:
+    """The overrides of the launcher job that measures the best network's latency."""
+    return [*base, "++trial.kind=latency", f"trial.number={best.number}",
+            f"trial.encoding=[{','.join(str(int(x)) for x in best.encoding)}]",
+            f"++trial.num_classes={num_classes}",
+            f"hydra.sweep.dir={_quote(str(search_dir.resolve()))}", "hydra.sweep.subdir=best_latency"]
+
+
+def measure_best(search_dir: Path, best: Trial, spec: NetworkSpec, cfg: DictConfig,
+                 launcher: Launcher | None, overrides: Sequence[str], trials: list[Trial]
+                 ) -> dict[str, Any]:
+    """The best network's end-to-end latency for best.yaml: measured in this process when the
+    backend runs here, else by a launcher job; null with a note when neither could."""
+    from gpunet.latency.backends import BackendUnavailable
+    from gpunet.latency.build import measure_network_context
+
+    try:
+        ms, context = measure_network_context(spec, cfg)
+        return {"measured_latency_ms": float(ms), "measured_on": _measured_on(context, "sweeper")}
+    except BackendUnavailable as err:
+        reason = f"the sweeper cannot run latency={cfg.latency.name} ({err})"
+    if launcher is not None:
+        job = latency_job_overrides(overrides, best, spec.head.num_classes, search_dir)
+        log.info("measuring the best network's end-to-end latency as a launcher job")
+        [ret] = launcher.launch([job], initial_job_idx=max((t.job for t in trials), default=-1) + 1)
+        try:
+            result = ret.return_value  # re-raises the job's exception if it failed
+        except Exception as err:  # noqa: BLE001 - any job error is the reason it is not measured
+            result = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        if isinstance(result, dict) and result.get("status") == "completed":
+            return {"measured_latency_ms": float(result["measured_latency_ms"]),
+                    "measured_on": _measured_on(result.get("context") or {}, "launcher job")}
+        error = result.get("error") if isinstance(result, dict) else repr(result)
+        reason += f", and neither could the launcher job sent to measure it ({error})"
+    note = (f"not measured: {reason}. est_latency_ms is the table's estimate. To measure it, re-run "
+            f"this search's command where latency={cfg.latency.name} runs on device={cfg.device.name} "
+            "(it resumes: no trial runs again, and best.yaml is rewritten with the measurement)")
+    log.warning("best.yaml: %s", note)
+    return {"measured_latency_ms": None, "measured_latency_note": note}
+
+
+def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str,
+               launcher: Launcher | None = None, overrides: Sequence[str] = (),
+               trials: Sequence[Trial] = ()) -> dict[str, Any]:
     """best.yaml (encoding, spec, latencies, value, params, MACs) and best.onnx."""
-    from gpunet.latency.build import measure_network
+    from gpunet.latency.build import head_classes
 
     space = space_from_config(cfg.search_space)
-    num_classes = int(best.extra.get("num_classes") or 1000)
+    # the trained head (train objective), else the data's classes: the head of the tier's pool
+    num_classes = int(best.extra.get("num_classes") or head_classes(cfg))
     spec = encoding_to_spec(space, best.encoding, num_classes=num_classes)
     cost = spec_cost(spec)
     onnx_path = export_onnx(build_model(spec), search_dir / "best.onnx",
@@ -108,7 +171,7 @@ def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str) -> d
         "trial": best.number, metric: best.value, "status": best.status,
         "encoding": [int(x) for x in best.encoding],
         "est_latency_ms": best.est_latency_ms,
-        "measured_latency_ms": float(measure_network(spec, cfg)),
+        **measure_best(search_dir, best, spec, cfg, launcher, overrides, list(trials) or [best]),
         "latency_context": {"device": cfg.device.name, "backend": cfg.latency.name},
         "params": cost.params, "macs": cost.macs, "resolution": spec.resolution,
         "onnx": onnx_path.name, "spec": spec.to_dict(),
@@ -117,8 +180,13 @@ def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str) -> d
     return summary
 
 
-def write_outputs(search_dir: Path, trials: list[Trial], cfg: DictConfig) -> dict[str, Any] | None:
-    """Everything a finished (or stopped) search leaves behind; returns the best summary."""
+def write_outputs(search_dir: Path, trials: list[Trial], cfg: DictConfig,
+                  launcher: Launcher | None = None, overrides: Sequence[str] = ()
+                  ) -> dict[str, Any] | None:
+    """Everything a finished (or stopped) search leaves behind; returns the best summary.
+
+    With the search's `launcher` and grid-point `overrides`, the best network's latency is
+    measured by a launcher job when the latency backend cannot run in this process."""
     metric = "val_top1" if cfg.objective.name == "train" else f"{cfg.objective.name}_value"
     write_results_csv(search_dir / "results.csv", trials)
     band = (float(cfg.tier.target_ms) - float(cfg.tier.tolerance_ms),
@@ -129,7 +197,7 @@ def write_outputs(search_dir: Path, trials: list[Trial], cfg: DictConfig) -> dic
     if best is None:
         log.warning("no trial of %s finished with a value: no best.yaml", search_dir)
         return None
-    return write_best(search_dir, best, cfg, metric)
+    return write_best(search_dir, best, cfg, metric, launcher, overrides, trials)
 
 
 def write_comparison(sweep_dir: Path, searches: dict[str, list[Trial]]) -> None:

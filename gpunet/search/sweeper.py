@@ -117,9 +117,9 @@ class SearchSweeper(Sweeper):
                 trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch,
                                     journal=journal)
             except TooManyFailures as stop:
-                write_outputs(search_dir, stop.trials, cfg)  # keep what ran, then stop
+                write_outputs(search_dir, stop.trials, cfg, self.launcher, point.overrides)  # keep what ran
                 raise
-            best = write_outputs(search_dir, trials, cfg)
+            best = write_outputs(search_dir, trials, cfg, self.launcher, point.overrides)
             if cfg.logger.name == "wandb":
                 from gpunet.search.wandb_summary import log_search_summary
 

@@ -64,6 +64,7 @@ class Backend(ABC):
     device_types: ClassVar[tuple[str, ...]]
 
     def __init__(self, latency: Mapping[str, Any], device: Mapping[str, Any], device_index: int = 0):
+        self.latency_config, self.device_config = dict(latency), dict(device)
         self.device_name = str(device["name"])
         self.device_type = str(device["type"])
         self.device_index = device_index
@@ -89,9 +90,16 @@ class Backend(ABC):
         """Export/compile/capture `module` (eval mode) once; the runner times it, as often as called
         (so a check can interleave several networks over time)."""
 
+    @classmethod
     @abstractmethod
+    def configured_settings(cls, latency: Mapping[str, Any], device: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings the config alone fixes, known without creating the backend (so a machine
+        that cannot run it can still pick a stored table context made with these settings)."""
+
     def settings(self) -> dict[str, Any]:
-        """Backend settings that change timings (threads, opset, ...)."""
+        """Backend settings that change timings (threads, opset, ...): the configured ones plus
+        what the backend finds where it runs."""
+        return self.configured_settings(self.latency_config, self.device_config)
 
     @abstractmethod
     def versions(self) -> dict[str, str]:
@@ -124,7 +132,8 @@ class Backend(ABC):
         return {"device": self.device_name, "hardware": self.hardware(), "backend": self.name,
                 "precision": self.precision, "batch_size": self.batch_size,
                 "settings": self.settings(),
-                "versions": {"torch": torch.__version__, "timm": timm.__version__, **self.versions()}}
+                "versions": {"torch": str(torch.__version__), "timm": str(timm.__version__),
+                             **{k: str(v) for k, v in self.versions().items()}}}
 
     @abstractmethod
     def close(self) -> None:

@@ -47,9 +47,10 @@ class OnnxRuntimeBackend(Backend):
         self.clock_name, self.clock = cpu_clock(latency, self.threads)
         self._tmp = tempfile.TemporaryDirectory(prefix="gpunet-ort-")
 
-    def settings(self) -> dict[str, Any]:
-        return {"threads": self.threads, "opset": self.opset, "graph_optimization": "all",
-                "clock": self.clock_name}
+    @classmethod
+    def configured_settings(cls, latency: Mapping[str, Any], device: Mapping[str, Any]) -> dict[str, Any]:
+        return {"threads": int(latency.get("threads", 1)), "opset": int(latency.get("opset", 17)),
+                "graph_optimization": "all", "clock": str(latency.get("clock", "wall"))}
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": ort.__version__, "onnx": onnx.__version__}

@@ -49,9 +49,14 @@ class TensorRTBackend(Backend):
         self._logger = self.trt.Logger(self.trt.Logger.WARNING)
         self._tmp = tempfile.TemporaryDirectory(prefix="gpunet-trt-")
 
+    @classmethod
+    def configured_settings(cls, latency: Mapping[str, Any], device: Mapping[str, Any]) -> dict[str, Any]:
+        return {"opset": int(latency.get("opset", 17)),
+                "workspace_gib": float(latency.get("workspace_gib", 4))}
+
     def settings(self) -> dict[str, Any]:
-        return {"opset": self.opset, "workspace_gib": self.workspace_gib,
-                "strongly_typed": self._strongly_typed}
+        # strongly typed networks depend on the TensorRT version found here
+        return {**super().settings(), "strongly_typed": self._strongly_typed}
 
     @property
     def _strongly_typed(self) -> bool:

@@ -40,10 +40,11 @@ class TorchBackend(Backend):
             self.device = torch.device("cpu")
             self.clock_name, self.clock = cpu_clock(latency, self.threads)
 
-    def settings(self) -> dict[str, Any]:
-        if self.device.type == "cuda":
+    @classmethod
+    def configured_settings(cls, latency: Mapping[str, Any], device: Mapping[str, Any]) -> dict[str, Any]:
+        if device["type"] == "cuda":
             return {"cuda_graph": True, "channels_last": True, "cudnn_benchmark": True}
-        return {"threads": self.threads, "clock": self.clock_name}
+        return {"threads": int(latency.get("threads", 1)), "clock": str(latency.get("clock", "wall"))}
 
     def versions(self) -> dict[str, str]:
         if self.device.type == "cuda":
