@@ -81,6 +81,18 @@ def test_search_results_enter_the_hub_and_timm(tmp_path, table1):
     assert json.loads((tmp_path / "gpunet_gpunet_cpu_1ms_digits.json").read_text())["resolution"] == 224
 
 
+def test_an_unmeasured_best_enters_the_hub_with_its_estimate(tmp_path, table1):
+    spec = encoding_to_spec(table1, [0] * 41, num_classes=10)
+    cfg = OmegaConf.create({"hub": {"dir": str(tmp_path)}, "device": {"name": "h100"},
+                            "tier": {"name": "1ms"}, "data": {"name": "digits"},
+                            "latency": {"name": "tensorrt"}, "search_space": {"name": "gpunet"}})
+    best = {"val_top1": 0.5, "resolution": spec.resolution, "measured_latency_ms": None,
+            "est_latency_ms": 0.97, "params": 1, "macs": 2, "encoding": [0] * 41,
+            "spec": spec.to_dict()}
+    entry = add_search_result(cfg, best, tmp_path)
+    assert entry.latency_ms == {"h100": 0.97} and entry.details["latency_source"] == "estimate"
+
+
 def test_hub_cli_needs_a_device_for_a_budget():
     out = subprocess.run([sys.executable, "-m", "gpunet.hub", "--budget", "1"],
                          capture_output=True, text=True)
