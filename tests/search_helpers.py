@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -11,3 +13,10 @@ def flaky_objective(encoding: list[int], cardinalities: np.ndarray) -> float:
     if total % 4 == 0:
         raise RuntimeError(f"injected failure for digit sum {total}")
     return -float(np.sum((np.asarray(encoding) / np.maximum(cardinalities - 1, 1) - 0.5) ** 2))
+
+
+def timed_objective(encoding: list[int], cardinalities: np.ndarray) -> float:
+    """A value that takes long to compute for one candidate in three (like a slow training):
+    2 s when the digit sum is a multiple of 3, else 0.2 s."""
+    time.sleep(2.0 if int(sum(encoding)) % 3 == 0 else 0.2)
+    return float(sum(encoding))

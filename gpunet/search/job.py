@@ -66,7 +66,7 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"trial.kind={kind!r} is not one of {list(TRIAL_KINDS)}")
     if kind == "latency":
         return measure_latency(cfg)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     space = space_from_config(cfg.search_space)
     encoding = [int(x) for x in cfg.trial.encoding]
     if cfg.objective.name == "train":
@@ -81,5 +81,6 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
     else:
         out = {"status": "completed", "value": evaluate(cfg.objective, encoding, space.cardinalities),
                "curve": [], "error": None}
-    out["duration_s"] = time.perf_counter() - start
+    # when it ran (wall clock), so schedules can be checked: overlap, idle workers
+    out.update(duration_s=time.perf_counter() - start, started_at=started_at, ended_at=time.time())
     return out

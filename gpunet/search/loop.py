@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,60 +124,137 @@ def _record(trial: Trial, ret: JobReturn) -> Trial:
     return trial
 
 
+class _SearchRun:
+    """The bookkeeping both schedules share: the trials, the searcher, the journal, the progress."""
+
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], search_dir: Path,
+                 pool: TierPool, journal: Journal) -> None:
+        self.cfg, self.overrides, self.search_dir = cfg, list(overrides), search_dir
+        self.pool, self.journal = pool, journal
+        space = space_from_config(cfg.search_space)
+        self.searcher = make_searcher(cfg.searcher, pool.encodings, space.cardinalities, int(cfg.seed))
+        for trial in journal.finished_in_order():
+            self.searcher.observe([pool.row_of(trial)], [trial.observed_value])
+        self.trials = journal.load()
+        self.n_trials = int(cfg.search.n_trials)
+        self.early = bool(cfg.search.early_stopping) and cfg.objective.name == "train"
+        self.grouped = cfg.logger.name == "wandb"
+        if self.trials:
+            log.info("resuming %s: %d trials finished, %d interrupted", search_dir, self.finished,
+                     len(self.interrupted()))
+        self.progress = tqdm(total=self.n_trials, initial=min(self.finished, self.n_trials),
+                             desc=search_dir.name, unit="trial", dynamic_ncols=True)
+
+    @property
+    def finished(self) -> int:
+        return sum(t.finished for t in self.trials.values())
+
+    def interrupted(self) -> list[Trial]:
+        """Trials handed to a launcher by an earlier run that never came back: they run again."""
+        return [t for t in self.trials.values() if not t.finished and t.status == "running"]
+
+    def propose(self, q: int) -> list[Trial]:
+        """Up to q new trials chosen by the searcher (none when the pool is exhausted)."""
+        chosen = self.searcher.propose(q) if q > 0 else []
+        first = max(self.trials, default=-1) + 1
+        return [Trial(first + i, -1, self.pool.encodings[idx].tolist(),
+                      float(self.pool.latencies_ms[idx]), pool_index=int(idx))
+                for i, idx in enumerate(chosen)]
+
+    def start(self, batch: list[Trial]) -> list[list[str]]:
+        """Give the trials job numbers, journal them as running; returns their jobs' overrides."""
+        next_job = max((t.job for t in self.trials.values()), default=-1) + 1
+        for offset, trial in enumerate(batch):
+            trial.job, trial.status = next_job + offset, "running"
+            self.journal.append(trial)
+            self.trials[trial.number] = trial
+        return [job_overrides(self.overrides, t, self.search_dir.resolve(), self.early, self.grouped)
+                for t in batch]
+
+    def finish(self, trial: Trial, ret: JobReturn) -> None:
+        """Record a job's result everywhere; raises TooManyFailures when the rate is exceeded."""
+        self.journal.append(_record(trial, ret))
+        self.searcher.observe([self.pool.row_of(trial)], [trial.observed_value])
+        if trial.status == "failed":
+            log.warning("trial %d failed: %s", trial.number, trial.error)
+        self.progress.update(min(self.finished, self.n_trials) - self.progress.n)
+        self.progress.set_postfix(best=f"{self.searcher.best_value:.4g}",
+                                  failed=sum(t.status == "failed" for t in self.trials.values()))
+        _check_failures(list(self.trials.values()), self.cfg.search)
+
+
 def run_search(cfg: DictConfig, overrides: Sequence[str], search_dir: Path, launcher: Launcher,
-               batch_size: int, pool: TierPool | None = None, journal: Journal | None = None
-               ) -> list[Trial]:
-    """Run (or resume) one search in `search_dir`; returns every trial, finished or not."""
-    settings = cfg.search
+               batch_size: int, pool: TierPool | None = None, journal: Journal | None = None,
+               asynchronous: bool = False) -> list[Trial]:
+    """Run (or resume) one search in `search_dir`; returns every trial, finished or not.
+
+    Synchronous: rounds of `batch_size` jobs, each round waiting for its slowest job.
+    Asynchronous: `batch_size` jobs in flight; each result is observed as it arrives and one new
+    candidate is proposed with the running ones pending (the paper's server/worker design)."""
     journal = journal or open_journal(cfg, search_dir)  # before the pool: refused at once
-    pool = pool or load_tier_pool(cfg)
-    space = space_from_config(cfg.search_space)
-    searcher = make_searcher(cfg.searcher, pool.encodings, space.cardinalities, int(cfg.seed))
-    for trial in journal.finished_in_order():
-        searcher.observe([pool.row_of(trial)], [trial.observed_value])
-    trials = journal.load()
-    n_trials = int(settings.n_trials)
-    finished = sum(t.finished for t in trials.values())
-    if trials:
-        log.info("resuming %s: %d trials finished, %d interrupted", search_dir, finished,
-                 sum(not t.finished for t in trials.values()))
-    progress = tqdm(total=n_trials, initial=min(finished, n_trials), desc=search_dir.name,
-                    unit="trial", dynamic_ncols=True)
+    run = _SearchRun(cfg, overrides, search_dir, pool or load_tier_pool(cfg), journal)
     try:
-        while finished < n_trials:
-            batch = [t for t in trials.values() if not t.finished][:batch_size]
-            if not batch:
-                chosen = searcher.propose(min(batch_size, n_trials - finished))
-                if chosen.size == 0:
-                    log.warning("the tier's pool is exhausted after %d trials", finished)
-                    break
-                first = max(trials, default=-1) + 1
-                batch = [Trial(first + i, -1, pool.encodings[idx].tolist(),
-                               float(pool.latencies_ms[idx]), pool_index=int(idx))
-                         for i, idx in enumerate(chosen)]
-            next_job = max((t.job for t in trials.values()), default=-1) + 1
-            for offset, trial in enumerate(batch):
-                trial.job, trial.status = next_job + offset, "running"
-                journal.append(trial)
-                trials[trial.number] = trial
-            early = bool(settings.early_stopping) and cfg.objective.name == "train"
-            grouped = cfg.logger.name == "wandb"
-            returns = launcher.launch([job_overrides(overrides, t, search_dir.resolve(), early,
-                                                     grouped) for t in batch],
-                                      initial_job_idx=next_job)
-            for trial, ret in zip(batch, returns, strict=True):
-                journal.append(_record(trial, ret))
-                searcher.observe([pool.row_of(trial)], [trial.observed_value])
-                if trial.status == "failed":
-                    log.warning("trial %d failed: %s", trial.number, trial.error)
-            finished = sum(t.finished for t in trials.values())
-            progress.update(min(finished, n_trials) - progress.n)
-            progress.set_postfix(best=f"{searcher.best_value:.4g}",
-                                 failed=sum(t.status == "failed" for t in trials.values()))
-            _check_failures(list(trials.values()), settings)
+        if asynchronous:
+            _run_asynchronous(run, launcher, batch_size)
+        else:
+            _run_synchronous(run, launcher, batch_size)
     finally:
-        progress.close()
-    return list(trials.values())
+        run.progress.close()
+    return list(run.trials.values())
+
+
+def _run_synchronous(run: _SearchRun, launcher: Launcher, batch_size: int) -> None:
+    while run.finished < run.n_trials:
+        batch = run.interrupted()[:batch_size] or run.propose(
+            min(batch_size, run.n_trials - run.finished))
+        if not batch:
+            log.warning("the tier's pool is exhausted after %d trials", run.finished)
+            return
+        jobs = run.start(batch)
+        returns = launcher.launch(jobs, initial_job_idx=batch[0].job)
+        for trial, ret in zip(batch, returns, strict=True):
+            run.finish(trial, ret)
+
+
+def _launch_one(launcher: Launcher, job: list[str], trial: Trial, results: queue.Queue) -> None:
+    """One job through the (blocking) launcher, in its own thread; the outcome goes to `results`."""
+    try:
+        results.put((trial, launcher.launch([job], initial_job_idx=trial.job)[0]))
+    except BaseException as err:  # noqa: BLE001 - a launcher error is this trial's failure
+        ret = JobReturn(status=JobStatus.FAILED)
+        ret.return_value = err
+        results.put((trial, ret))
+
+
+def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None:
+    results: queue.Queue = queue.Queue()
+    waiting = run.interrupted()  # they run again first, pending for the searcher meanwhile
+    for trial in waiting:
+        run.searcher.mark_pending([run.pool.row_of(trial)])
+    in_flight, stopping, exhausted = 0, None, False
+    while True:
+        while stopping is None and in_flight < workers and run.finished + in_flight < run.n_trials:
+            batch = [waiting.pop(0)] if waiting else run.propose(1)
+            if not batch:
+                if not exhausted:
+                    log.warning("the tier's pool is exhausted after %d trials", run.finished)
+                exhausted = True
+                break
+            (job,) = run.start(batch)
+            # daemon: a killed or interrupted sweeper must not wait for its jobs to end
+            threading.Thread(target=_launch_one, args=(launcher, job, batch[0], results),
+                             daemon=True).start()
+            in_flight += 1
+        if in_flight == 0:
+            break
+        trial, ret = results.get()
+        in_flight -= 1
+        try:
+            run.finish(trial, ret)
+        except TooManyFailures as stop:
+            stopping = stop  # record what is still running, then stop
+    if stopping is not None:
+        raise TooManyFailures(str(stopping), list(run.trials.values()))
 
 
 def _check_failures(trials: list[Trial], settings: DictConfig) -> None:

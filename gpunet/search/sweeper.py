@@ -58,6 +58,22 @@ def choose_batch_size(cfg: DictConfig) -> tuple[int, str]:
     return cap, f"the launcher runs {workers} at once, capped at {cap_name}"
 
 
+def is_asynchronous(cfg: DictConfig, launcher: Any) -> bool:
+    """search.asynchronous, where `auto` means every launcher but the basic one (which runs jobs
+    one at a time inside the sweeper's process, so there is nothing to overlap)."""
+    setting = cfg.search.asynchronous
+    basic = type(launcher).__name__ == "BasicLauncher"
+    if setting == "auto":
+        return not basic
+    if not isinstance(setting, bool):
+        raise ValueError(f"search.asynchronous={setting!r}; allowed are auto, true, false")
+    if setting and basic:
+        raise ValueError("search.asynchronous=true needs a launcher that runs jobs concurrently "
+                         "(hydra/launcher=joblib, submitit_local, submitit_slurm, ray); the basic "
+                         "launcher runs them one at a time in the sweeper's process")
+    return setting
+
+
 def _user_set_sweep_dir(config: DictConfig) -> bool:
     return any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra)
 
@@ -106,16 +122,18 @@ class SearchSweeper(Sweeper):
             OmegaConf.save(self.config, grid_dir / "multirun.yaml")
         results: dict[str, list] = {}
         for point, cfg, search_dir in zip(points, configs, dirs):
+            batch, why = choose_batch_size(cfg)
+            asynchronous = is_asynchronous(cfg, self.launcher)
             search_dir.mkdir(parents=True, exist_ok=True)
             journal = open_journal(cfg, search_dir)  # refuses another search's directory
             OmegaConf.save(cfg, search_dir / "search.yaml", resolve=False)
             with open_dict(self.config):  # launchers create (and submitit fills) their
                 self.config.hydra.sweep.dir = str(search_dir)  # configured sweep dir: this one
-            batch, why = choose_batch_size(cfg)
-            log.info("search %s in %s: batch size %d (%s)", point.label, search_dir, batch, why)
+            log.info("search %s in %s: batch size %d (%s), %s", point.label, search_dir, batch, why,
+                     f"asynchronous: {batch} jobs in flight" if asynchronous else "synchronous rounds")
             try:
                 trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch,
-                                    journal=journal)
+                                    journal=journal, asynchronous=asynchronous)
             except TooManyFailures as stop:
                 write_outputs(search_dir, stop.trials, cfg, self.launcher, point.overrides)  # keep what ran
                 raise

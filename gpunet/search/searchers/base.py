@@ -151,6 +151,13 @@ class Searcher(ABC):
         self._pending[idx] = False
         self._blocked[idx] = True
 
+    def mark_pending(self, indices: np.ndarray) -> None:
+        """Record that these indices are being evaluated outside `propose` (jobs of an earlier
+        run that run again after a resume): never proposed, and pending for the acquisition."""
+        idx = self._check_indices(indices)
+        self._pending[idx] = True
+        self._blocked[idx] = True
+
     def mark_failed(self, indices: np.ndarray) -> None:
         """Record that these indices could not be evaluated; they are never proposed again."""
         idx = self._check_indices(indices)
