@@ -2,6 +2,7 @@
 
 Trains one network (a hub name, an encoding of `search_space`, or a spec JSON) and prints and
 returns its best val top-1, so Hydra multirun sweeps (`-m recipe.lr=0.03,0.06`) can compare them.
+With several devices (DDP) every rank logs its result and rank 0 alone prints it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ def main(cfg: DictConfig) -> float | None:
     result = fit_candidate(cfg, spec, output_dir)
     if result.status == "failed":
         raise RuntimeError(f"training {cfg.arch} failed after {result.epochs} epochs: {result.error}")
-    log.info("%s: %s after %d epochs, best val top-1 %.4f (checkpoint %s)", cfg.arch, result.status,
-             result.epochs, result.best_top1, result.checkpoint)
-    print(f"best_val_top1={result.best_top1:.4f}")
+    log.info("%s: %s after %d epochs (checkpoint %s)", cfg.arch, result.status, result.epochs,
+             result.checkpoint)
+    log.info("rank %d of %d: best val top-1 %s, curve %s", result.rank, result.world_size,
+             result.best_top1, result.curve)
+    if result.rank == 0:
+        print(f"best_val_top1={result.best_top1:.4f}")
     return result.best_top1
 
 

@@ -1,12 +1,14 @@
 """Lightning callbacks of a candidate's run: its learning curve, and the median stopping rule that
 drops unpromising candidates early (paper §3.3.2). Both keep their state in the checkpoint, so a
-resumed run has its whole curve and a pruned run stays pruned."""
+resumed run has its whole curve and a pruned run stays pruned. Under DDP every rank keeps the
+(rank-synced) curve, rank 0 alone writes it, and rank 0's stopping decision holds for all ranks."""
 
 from __future__ import annotations
 
 import json
 import os
 import statistics
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,20 @@ CURVE_METRIC = "val/top1"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temp file, then rename: a reader (or a kill) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    """Write to a temp file, then rename: a reader (or a kill) never sees half a file. The temp
+    file's name is unique, so concurrent writers never rename each other's half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class CurveRecorder(Callback):
-    """Val top-1 after each validation, saved to `path` (JSON) for searches to read."""
+    """Val top-1 after each validation, saved to `path` (JSON) for searches to read. Every rank
+    records it (the metric is reduced over ranks, so the curves agree); rank 0 writes the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -35,7 +43,8 @@ class CurveRecorder(Callback):
         if trainer.sanity_checking:
             return
         self.curve.append(float(trainer.callback_metrics[CURVE_METRIC]))
-        write_json_atomic(self.path, {"metric": CURVE_METRIC, "curve": self.curve})
+        if trainer.is_global_zero:
+            write_json_atomic(self.path, {"metric": CURVE_METRIC, "curve": self.curve})
 
     def state_dict(self) -> dict[str, Any]:
         return {"curve": list(self.curve)}
@@ -74,7 +83,9 @@ def median_stop(curve: Sequence[float], completed: Sequence[Sequence[float]], gr
 
 
 class MedianStopping(Callback):
-    """Stops the run (status "pruned") when `median_stop` says so against the search's journal."""
+    """Stops the run (status "pruned") when `median_stop` says so against the search's journal.
+    Rank 0 reads the journal and decides for all ranks: ranks that read it at different moments
+    could disagree, and a rank that stops alone leaves the others waiting."""
 
     def __init__(self, recorder: CurveRecorder, journal: Path, grace_epochs: int,
                  min_completed: int) -> None:
@@ -89,8 +100,9 @@ class MedianStopping(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.current_epoch + 1 >= trainer.max_epochs:
             return
-        if median_stop(self.recorder.curve, read_completed_curves(self.journal), self.grace_epochs,
-                       self.min_completed):
+        stop = trainer.is_global_zero and median_stop(
+            self.recorder.curve, read_completed_curves(self.journal), self.grace_epochs, self.min_completed)
+        if trainer.strategy.broadcast(stop, src=0):
             self.pruned = trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,15 +1,21 @@
 """One candidate network as a LightningModule: the model, loss, EMA, metrics and timm's
-optimizer/schedule. Validation scores the EMA weights when EMA is on (what the paper reports)."""
+optimizer/schedule. Validation scores the EMA weights when EMA is on (what the paper reports).
+
+Multi-device (DDP): the EMA is a frozen submodule (checkpointed and moved with the model, ignored by
+DDP's gradient reduction), validation metrics and losses are reduced over all ranks, and the
+BatchNorm statistics are averaged over ranks before each validation, as timm's train.py does.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 from timm.scheduler.scheduler import Scheduler
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, distribute_bn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -17,6 +23,45 @@ from torchmetrics.classification import MulticlassAccuracy
 from gpunet.models import build_model
 from gpunet.space.spec import NetworkSpec
 from gpunet.train.recipe import build_optimizer, build_scheduler
+
+
+@dataclass(frozen=True)
+class _GeneratorState:
+    """A torch.Generator as plain bytes, which pickle safely to spawned processes."""
+
+    device: str
+    state: bytes
+
+    def restore(self) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.set_state(torch.frombuffer(bytearray(self.state), dtype=torch.uint8))
+        return generator
+
+
+class FrozenEma(ModelEmaV3):
+    """timm's ModelEmaV3 with its copy frozen. timm's train.py keeps its EMA outside the DDP wrapper;
+    ours is a submodule of the LightningModule (so it is checkpointed, restored on resume and moved
+    to the device with the model), and ModelEmaV3 leaves its deep copy's parameters requiring grad,
+    so DDP would wait for gradients they never get ("parameters that were not used in producing the
+    loss"). Frozen, DDP leaves them out of its gradient buckets."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__(model, decay=decay)
+        self.requires_grad_(False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """ModelEmaV3 holds a torch.Generator (stochastic rounding), and pickling one to a spawned
+        process (`strategy=ddp_spawn`) fails with "unable to resize file" (pytorch#146828: the
+        generator's state tensor is freed before the child maps its shared memory); send bytes."""
+        state = super().__getstate__()
+        for key, value in state.items():
+            if isinstance(value, torch.Generator):
+                state[key] = _GeneratorState(str(value.device), value.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({k: v.restore() if isinstance(v, _GeneratorState) else v
+                              for k, v in state.items()})
 
 
 class CandidateModule(L.LightningModule):
@@ -31,7 +76,7 @@ class CandidateModule(L.LightningModule):
         self.recipe = recipe
         self.model = build_model(spec, num_classes=num_classes, drop_rate=recipe.drop,
                                  drop_path_rate=recipe.drop_path)
-        self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay) if recipe.ema else None
+        self.ema = FrozenEma(self.model, recipe.ema_decay) if recipe.ema else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.smoothing)
         self.val_criterion = nn.CrossEntropyLoss()
         self.val_metrics = MetricCollection({
@@ -50,17 +95,26 @@ class CandidateModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.criterion(self.model(x), y)
-        if not torch.isfinite(loss):
+        # every rank stops at the same step (one rank alone would leave the others waiting)
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
             raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, "
-                                     f"step {self.global_step}: the run diverged")
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+                                     f"step {self.global_step} (on this or another rank): the run diverged")
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        """Average the BatchNorm statistics over ranks (timm's --dist-bn reduce), so every rank
+        validates the same weights, the ones rank 0 checkpoints."""
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            for module in (self.model, *([self.ema.module] if self.ema is not None else [])):
+                distribute_bn(module, self.trainer.world_size, reduce=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.eval_model(x)
         self.val_metrics.update(logits, y)
-        self.log("val/loss", self.val_criterion(logits, y), on_epoch=True)
+        # torchmetrics reduces the metrics over ranks when they are computed; the loss needs sync_dist
+        self.log("val/loss", self.val_criterion(logits, y), on_epoch=True, sync_dist=True)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -76,6 +130,9 @@ class CandidateModule(L.LightningModule):
         checkpoint["state_dict_ema"] = self.eval_model.state_dict()
 
     def configure_optimizers(self) -> dict[str, Any]:
+        """The lr scales with the global batch (per-device batch x devices x accumulation), and
+        per-update schedules count the optimizer steps of one rank (whose DistributedSampler sees
+        1/world_size of the data), which Lightning's estimated_stepping_batches already does."""
         trainer = self.trainer
         global_batch = self.recipe.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         optimizer = build_optimizer(self.model, self.recipe, global_batch)

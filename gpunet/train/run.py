@@ -3,6 +3,9 @@
 `fit_candidate` resumes from `output_dir/last.ckpt` when a previous attempt left one, returns a
 failed result instead of raising when the loss goes NaN or memory runs out, and stops early
 (status "pruned") when the median stopping rule is configured and says so.
+
+With several devices (`trainer.devices=8`, DDP) every rank runs `fit_candidate` and returns the
+same result; files (checkpoints, curve.json, logs) are written by rank 0 only.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from gpunet.space.spec import NetworkSpec
@@ -34,7 +38,8 @@ CURVE_FILE = "curve.json"
 class TrainResult:
     """What a search records about a trial. `best_top1` is the best val top-1 so far, a fraction
     in [0, 1] (of the EMA weights when EMA is on), None when no epoch finished; `curve` is the val
-    top-1 after each epoch."""
+    top-1 after each epoch. `rank` of `world_size` is the process that returned it (DDP runs one
+    per device, and all of them return the same result)."""
 
     status: Status
     best_top1: float | None
@@ -43,6 +48,8 @@ class TrainResult:
     error: str | None = None
     checkpoint: Path | None = None
     num_classes: int | None = None  # of the data, so the search can rebuild the trained head
+    rank: int = 0
+    world_size: int = 1
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -91,6 +98,11 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
     error = None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and last.is_file():
+            # ddp_spawn/ddp_fork train in child processes, whose callbacks' state does not come back
+            states = torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
+            for callback in (recorder, *([stopper] if stopper else [])):
+                callback.load_state_dict(states[callback.state_key])
         if stopper is not None and stopper.pruned:
             status = "pruned"
     except Exception as err:
@@ -98,6 +110,7 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
             raise
         status, error = "failed", f"{type(err).__name__}: {err}"
     finally:
+        rank, world_size = trainer.global_rank, trainer.world_size
         if cfg.logger.name == "wandb":
             import wandb
 
@@ -109,4 +122,4 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     curve = recorder.curve
     return TrainResult(status, max(curve) if curve else None, list(curve), len(curve), error,
-                       best if best and best.is_file() else None, datamodule.num_classes)
+                       best if best and best.is_file() else None, datamodule.num_classes, rank, world_size)
