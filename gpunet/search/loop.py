@@ -23,7 +23,8 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from gpunet.search.identity import check_same_search, search_definition
+from gpunet.errors import GpunetError
+from gpunet.search.identity import SearchMismatch, check_same_search, search_definition
 from gpunet.search.journal import Journal, Trial
 from gpunet.search.searchers import make_searcher
 from gpunet.space import space_from_config
@@ -31,7 +32,7 @@ from gpunet.space import space_from_config
 log = logging.getLogger(__name__)
 
 
-class TooManyFailures(RuntimeError):
+class TooManyFailures(GpunetError, RuntimeError):
     """The share of failed trials went over `search.max_failure_rate`."""
 
     def __init__(self, message: str, trials: list[Trial]) -> None:
@@ -49,9 +50,9 @@ class TierPool:
         row = trial.pool_index
         if row is None or not 0 <= row < len(self.encodings) or \
                 self.encodings[row].tolist() != [int(x) for x in trial.encoding]:
-            raise ValueError(f"trial {trial.number} of the journal is not row {row} of this "
-                             "tier's pool: the pool changed since the search started (another "
-                             "latency table or pool cache); run the search in a new directory")
+            raise SearchMismatch(f"trial {trial.number} of the journal is not row {row} of this "
+                                 "tier's pool: the pool changed since the search started (another "
+                                 "latency table or pool cache); run the search in a new directory")
         return int(row)
 
 
@@ -70,15 +71,21 @@ def load_tier_pool(cfg: DictConfig) -> TierPool:
     return TierPool(encodings, latencies)
 
 
+def check_journal(cfg: DictConfig, search_dir: Path) -> Journal:
+    """The search's journal, checked against cfg's definition if it exists; reads only (creates
+    nothing), so a search can be refused before anything is built or written."""
+    journal = Journal(search_dir / "journal.jsonl")
+    stored = journal.definition()
+    if stored is not None:
+        check_same_search(stored, search_definition(cfg), str(search_dir))
+    return journal
+
+
 def open_journal(cfg: DictConfig, search_dir: Path) -> Journal:
     """The search's journal: started with cfg's definition, or checked against it on resume."""
-    journal = Journal(search_dir / "journal.jsonl")
-    definition = search_definition(cfg)
-    stored = journal.definition()
-    if stored is None:
-        journal.start(definition)
-    else:
-        check_same_search(stored, definition, str(search_dir))
+    journal = check_journal(cfg, search_dir)
+    if journal.definition() is None:
+        journal.start(search_definition(cfg))
     return journal
 
 
@@ -227,32 +234,42 @@ def _launch_one(launcher: Launcher, job: list[str], trial: Trial, results: queue
 
 
 def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None:
+    """Keep `workers` jobs in flight. Results that arrive together (while the searcher was busy
+    proposing) are all observed before the next proposal, which then fills every free slot at
+    once: one searcher step per arrival, not per freed worker, so a searcher slower than the
+    arrivals does not fall behind."""
     results: queue.Queue = queue.Queue()
     waiting = run.interrupted()  # they run again first, pending for the searcher meanwhile
     for trial in waiting:
         run.searcher.mark_pending([run.pool.row_of(trial)])
     in_flight, stopping, exhausted = 0, None, False
     while True:
-        while stopping is None and in_flight < workers and run.finished + in_flight < run.n_trials:
-            batch = [waiting.pop(0)] if waiting else run.propose(1)
-            if not batch:
-                if not exhausted:
-                    log.warning("the tier's pool is exhausted after %d trials", run.finished)
+        free = min(workers - in_flight, run.n_trials - run.finished - in_flight)
+        if stopping is None and free > 0 and not (exhausted and not waiting):
+            batch, waiting = waiting[:free], waiting[free:]
+            batch += run.propose(free - len(batch))
+            if len(batch) < free and not exhausted:
+                log.warning("the tier's pool is exhausted after %d trials", run.finished + in_flight)
                 exhausted = True
-                break
-            (job,) = run.start(batch)
-            # daemon: a killed or interrupted sweeper must not wait for its jobs to end
-            threading.Thread(target=_launch_one, args=(launcher, job, batch[0], results),
-                             daemon=True).start()
-            in_flight += 1
+            for trial, job in zip(batch, run.start(batch) if batch else []):
+                # daemon: a killed or interrupted sweeper must not wait for its jobs to end
+                threading.Thread(target=_launch_one, args=(launcher, job, trial, results),
+                                 daemon=True).start()
+                in_flight += 1
         if in_flight == 0:
             break
-        trial, ret = results.get()
-        in_flight -= 1
-        try:
-            run.finish(trial, ret)
-        except TooManyFailures as stop:
-            stopping = stop  # record what is still running, then stop
+        arrived = [results.get()]
+        while True:  # and whatever else finished meanwhile
+            try:
+                arrived.append(results.get_nowait())
+            except queue.Empty:
+                break
+        for trial, ret in arrived:
+            in_flight -= 1
+            try:
+                run.finish(trial, ret)
+            except TooManyFailures as stop:
+                stopping = stop  # record what is still running, then stop
     if stopping is not None:
         raise TooManyFailures(str(stopping), list(run.trials.values()))
 
