@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import timm
@@ -67,10 +68,19 @@ def test_search_results_enter_the_hub_and_timm(tmp_path, table1):
     best = {"val_top1": 0.5, "resolution": spec.resolution, "measured_latency_ms": 1.1,
             "est_latency_ms": 1.0, "params": 1, "macs": 2, "encoding": [0] * 41,
             "spec": spec.to_dict()}
-    entry = add_search_result(cfg, best, tmp_path)
+    added = add_search_result(cfg, best, tmp_path)
+    entry = added.entry
     assert entry.name == entry_name("gpunet", "cpu", "1ms", "digits") == "gpunet_gpunet_cpu_1ms_digits"
-    # a worse result for the same (space, device, tier, dataset) does not replace it
-    assert add_search_result(cfg, {**best, "val_top1": 0.4}, tmp_path).top1 == 0.5
+    assert added.action == "added" and str(added) == (
+        f"added: gpunet_gpunet_cpu_1ms_digits (top-1 0.5000) is new in {tmp_path / 'hub.yaml'}")
+    # a worse result for the same (space, device, tier, dataset) does not replace it; a better one does
+    kept = add_search_result(cfg, {**best, "val_top1": 0.4}, tmp_path)
+    assert kept.action == "kept" and kept.entry.top1 == 0.5
+    assert str(kept) == "kept: the hub's gpunet_gpunet_cpu_1ms_digits has top-1 0.5000 >= 0.4000"
+    replaced = add_search_result(cfg, {**best, "val_top1": 0.6}, tmp_path)
+    assert replaced.action == "replaced" and replaced.entry.top1 == 0.6
+    assert str(replaced) == "replaced: gpunet_gpunet_cpu_1ms_digits: top-1 0.6000 > the previous 0.5000"
+    assert [e.top1 for e in load_hub(tmp_path) if e.source == "search"] == [0.6]
     model = timm.create_model("gpunet_gpunet_cpu_1ms_digits")
     assert model.num_classes == 10 and model.pretrained_cfg["input_size"] == (3, 224, 224)
     searched = [e for e in load_hub(tmp_path) if e.source == "search"]
@@ -89,7 +99,7 @@ def test_an_unmeasured_best_enters_the_hub_with_its_estimate(tmp_path, table1):
     best = {"val_top1": 0.5, "resolution": spec.resolution, "measured_latency_ms": None,
             "est_latency_ms": 0.97, "params": 1, "macs": 2, "encoding": [0] * 41,
             "spec": spec.to_dict()}
-    entry = add_search_result(cfg, best, tmp_path)
+    entry = add_search_result(cfg, best, tmp_path).entry
     assert entry.latency_ms == {"h100": 0.97} and entry.details["latency_source"] == "estimate"
 
 
@@ -132,3 +142,29 @@ def test_batch_size_rule(overrides, batch):
     from gpunet.search.sweeper import choose_batch_size
 
     assert choose_batch_size(compose_search(*overrides))[0] == batch
+
+
+def _hold_trial_lock(directory: str, started, release) -> None:
+    from gpunet.search.job import one_job_per_trial
+
+    with one_job_per_trial(Path(directory), 7):
+        started.set()
+        release.wait(60)
+
+
+def test_a_second_job_of_a_trial_waits_for_the_first(tmp_path, caplog):
+    import multiprocessing as mp
+    import threading
+
+    from gpunet.search.job import one_job_per_trial
+
+    ctx = mp.get_context("spawn")
+    started, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_trial_lock, args=(str(tmp_path), started, release))
+    holder.start()
+    assert started.wait(60)
+    threading.Timer(1.0, release.set).start()
+    with caplog.at_level("WARNING"), one_job_per_trial(tmp_path, 7):
+        assert release.is_set()  # the lock came only after the first job let it go
+    holder.join(30)
+    assert "another job of this trial still runs" in caplog.text and f"pid {holder.pid}" in caplog.text

@@ -9,7 +9,14 @@ that have it.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import logging
+import os
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +25,12 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from gpunet.latency.io import write_json
 from gpunet.space import encoding_to_spec, space_from_config
+
+log = logging.getLogger(__name__)
+LOCK_FILE = ".trial.lock"  # held by the job that runs the trial
+RESULT_FILE = "result.json"  # what the job returned, for a re-run sweeper whose journal lacks it
 
 
 def evaluate(objective: DictConfig, encoding: list[int], cardinalities: np.ndarray) -> float:
@@ -66,6 +78,54 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"trial.kind={kind!r} is not one of {list(TRIAL_KINDS)}")
     if kind == "latency":
         return measure_latency(cfg)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    with one_job_per_trial(output_dir, int(cfg.trial.number)):
+        earlier = _earlier_result(output_dir, list(cfg.trial.encoding))
+        if earlier is not None:
+            return earlier
+        out = _evaluate_candidate(cfg, output_dir)
+        encoding = [int(x) for x in cfg.trial.encoding]  # before the lock is released:
+        write_json(output_dir / RESULT_FILE, {"encoding": encoding, "result": out})
+    return out
+
+
+@contextmanager
+def one_job_per_trial(output_dir: Path, number: int) -> Iterator[None]:
+    """Hold the trial's lock while its job runs. A job that outlived a killed sweeper (a SLURM
+    job does) and the job the re-run sweeper starts for the same trial would otherwise both train
+    in one directory; the second waits for the first instead. The kernel releases the lock when
+    its holder dies, however it dies. (On a shared filesystem, flock needs lock support: NFSv4
+    and Lustre with `-o flock` have it.)"""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            log.warning("trial %d: another job of this trial still runs (%s); waiting for it to end",
+                        number, lock.read().strip() or "holder unknown")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"host {socket.gethostname()} pid {os.getpid()}\n")
+        lock.flush()
+        yield
+
+
+def _earlier_result(output_dir: Path, encoding: list[int]) -> dict[str, Any] | None:
+    """The result an earlier job of this trial finished with (its sweeper died before recording
+    it): returned as is, so nothing runs twice."""
+    path = output_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("encoding") != [int(x) for x in encoding]:
+        return None
+    log.info("trial result found in %s (an earlier job finished it): not running it again", path)
+    return saved["result"]
+
+
+def _evaluate_candidate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     start, started_at = time.perf_counter(), time.time()
     space = space_from_config(cfg.search_space)
     encoding = [int(x) for x in cfg.trial.encoding]
@@ -75,7 +135,7 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
 
         head_classes(cfg)  # data.num_classes agrees with the class folders, before training
         spec = encoding_to_spec(space, encoding)  # the head is sized by the data's classes
-        result = fit_candidate(cfg, spec, Path(HydraConfig.get().runtime.output_dir))
+        result = fit_candidate(cfg, spec, output_dir)
         out = {"status": result.status, "value": result.best_top1, "curve": list(result.curve),
                "error": result.error, "epochs": result.epochs, "num_classes": result.num_classes}
     else:
