@@ -137,6 +137,14 @@ def compose_search(*overrides: str):
       "searcher=random"], 3),
     (["search.n_trials=100"], 1),  # the basic launcher runs one job at a time
     (["hydra/launcher=submitit_slurm", "search.batch_size=64"], 64),  # the user's choice wins
+    # Ray: the cluster's CPUs (or GPUs, when jobs take GPUs) over each job's
+    (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_cpus=6", "search.n_trials=100"], 6),
+    (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_cpus=6",
+      "hydra.launcher.ray.remote.num_cpus=2", "search.n_trials=100"], 3),
+    (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_gpus=8",
+      "hydra.launcher.ray.remote.num_gpus=1", "search.n_trials=100"], 8),
+    (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_gpus=8",
+      "hydra.launcher.ray.remote.num_gpus=1"], 2),  # 8 trials / 4
 ])
 def test_batch_size_rule(overrides, batch):
     from gpunet.search.sweeper import choose_batch_size

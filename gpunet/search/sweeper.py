@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -26,18 +27,24 @@ log = logging.getLogger(__name__)
 
 def launcher_parallelism(launcher_cfg: DictConfig) -> int:
     """How many jobs the configured launcher runs at once: joblib's n_jobs (-1: every CPU),
-    submitit's array_parallelism, a Ray launcher's CPUs divided by each job's CPUs; 1 otherwise
-    (the basic launcher runs one job at a time)."""
-    for key in ("n_jobs", "array_parallelism", "parallelism"):
+    submitit's array_parallelism, a Ray launcher's CPUs (GPUs when jobs take GPUs) divided by
+    each job's; 1 otherwise (the basic launcher runs one job at a time)."""
+    for key in ("n_jobs", "array_parallelism"):
         value = launcher_cfg.get(key)
         if value is not None:
             return os.cpu_count() or 1 if int(value) < 0 else max(1, int(value))
     ray = launcher_cfg.get("ray")
-    if ray is not None:
-        init, remote = ray.get("init") or {}, ray.get("remote") or {}
-        total = init.get("num_cpus") or os.cpu_count() or 1
-        return max(1, int(total) // max(1, int(remote.get("num_cpus") or 1)))
-    return 1
+    if ray is None:
+        return 1
+    init, remote = ray.get("init") or {}, ray.get("remote") or {}
+    kind = "num_gpus" if remote.get("num_gpus") else "num_cpus"
+    total = init.get(kind)
+    if total is None:  # Ray's default: this machine's resources, unless it joins a cluster
+        if init.get("address") not in (None, "local"):
+            log.warning("the sweeper cannot see the size of the Ray cluster at %s: set "
+                        "search.batch_size to the number of jobs it runs at once", init.address)
+        total = (torch.cuda.device_count() if kind == "num_gpus" else os.cpu_count()) or 1
+    return max(1, int(total // max(1, remote.get(kind) or 1)))
 
 
 def choose_batch_size(cfg: DictConfig) -> tuple[int, str]:
