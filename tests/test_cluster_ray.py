@@ -129,10 +129,12 @@ def test_ray_search_runs_two_jobs_at_once_with_hydras_job_semantics(ray_cluster,
         rows[n]["value"]))]["encoding"].split("-")]
 
 
+@pytest.mark.slow
 def test_ray_local_instance_started_by_the_launcher_outlives_its_jobs(shared, tmp_path, short_tmp):
     """`address=local`: the launcher starts Ray inside the sweeper. It must do so in the main
     thread: an asynchronous search launches each job from a thread of its own, and a Ray
-    instance started there is killed when that thread ends (after the first job)."""
+    instance started there is killed when that thread ends (after the first job). (Slow: 40 s
+    to 2 minutes, not in CI's budget.)"""
     pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[cluster]'")
     sweep = prepare(tmp_path / "s", barrier="2")
     env = job_env()
