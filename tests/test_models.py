@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -108,6 +110,16 @@ def test_pretrained_fails_clearly_and_checkpoint_path_loads(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize(("name", "file"), [("gpunet_d1", "1.25ms-D"), ("gpunet_d2", "2.25ms-D")])
+def test_timm_refuses_the_distill_family_with_the_reason(name, file):
+    """Registered, so timm does not answer with its generic 'Unknown model'."""
+    assert name in timm.list_models("gpunet*")
+    with pytest.raises(ValueError, match=f"^{name}: {file} is from NVIDIA's 'distill' block family"):
+        timm.create_model(name)
+    with pytest.raises(ValueError, match="'distill' block family"):
+        resolve_spec(name)
+
+
 def test_resolve_spec_accepts_names_paths_and_encodings(table1, tmp_path):
     assert resolve_spec("gpunet_2").resolution == 384
     path = tmp_path / "net.json"
@@ -145,3 +157,11 @@ def test_export_refuses_old_opset(small_spec, tmp_path):
     with pytest.raises(ValueError, match="opset must be >= 17"):
         export_onnx(build_model(small_spec), tmp_path / "m.onnx", (1, 3, 40, 40), opset=13)
     assert not list(tmp_path.iterdir())
+
+
+def test_onnx_export_gets_a_normal_files_mode(small_spec, tmp_path):
+    """Like any file its process creates (the umask's mode, 0644 under umask 022), not 0600."""
+    (tmp_path / "reference").write_text("")
+    path = export_onnx(build_model(small_spec), tmp_path / "m.onnx", (1, 3, 40, 40))
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "reference").stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "reference"]  # no temp file left

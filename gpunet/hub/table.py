@@ -77,9 +77,22 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | None = None) -> HubEntry:
+@dataclass(frozen=True)
+class HubUpdate:
+    """What `add_search_result` did: `action` is added, replaced or kept; `entry` is the entry
+    the hub holds now (the new one, or the kept more accurate one); `reason` says why."""
+
+    action: str
+    entry: HubEntry
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.reason}"
+
+
+def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | None = None) -> HubUpdate:
     """Put a search's best network in the hub, replacing the entry of the same (search space,
-    device, tier, dataset) only when the new one is more accurate."""
+    device, tier, dataset) only when the new one is more accurate; returns what was done."""
     directory = Path(cfg.hub.dir).expanduser() if directory is None else directory
     name = entry_name(cfg.search_space.name, cfg.device.name, cfg.tier.name, cfg.data.name)
     # the measured end-to-end latency; the table's estimate when it could not be measured
@@ -97,7 +110,8 @@ def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | N
     entries = _read(directory / "hub.yaml")
     current = next((e for e in entries if e.name == name), None)
     if current is not None and (current.top1 or 0.0) >= entry.top1:
-        return current
+        return HubUpdate("kept", current, f"the hub's {name} has top-1 {current.top1 or 0.0:.4f} >= "
+                                          f"{entry.top1:.4f}")
     spec = NetworkSpec.from_dict({**best["spec"], "name": name})
     _write_atomic(directory / entry.spec_file, spec.to_json())
     entries = [e for e in entries if e.name != name] + [entry]
@@ -106,7 +120,11 @@ def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | N
     from gpunet.models.registry import register_spec
 
     register_spec(name, lambda: entry.spec(directory))
-    return entry
+    if current is None:
+        return HubUpdate("added", entry,
+                         f"{name} (top-1 {entry.top1:.4f}) is new in {directory / 'hub.yaml'}")
+    return HubUpdate("replaced", entry, f"{name}: top-1 {entry.top1:.4f} > the previous "
+                                        f"{current.top1 or 0.0:.4f}")
 
 
 def query(entries: list[HubEntry], device: str | None = None, budget_ms: float | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 import warnings
 from pathlib import Path
 
@@ -26,12 +26,13 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.randn(*input_shape, dtype=dtype)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
+    # A unique name beside the target, created by the exporter like any file (so with the
+    # umask's mode: mkstemp would leave 0600), then renamed over it: readers never see half a file.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.onnx")
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), tmp, opset_version=opset, dynamo=False,
+            torch.onnx.export(model, (example,), str(tmp), opset_version=opset, dynamo=False,
                               input_names=["input"], output_names=["output"])
         os.replace(tmp, path)
     finally:

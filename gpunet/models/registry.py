@@ -62,8 +62,15 @@ def register_spec(name: str, spec_fn: Callable[[], NetworkSpec]) -> None:
     register_model(entrypoint)
 
 
+def _released(name: str) -> NetworkSpec:
+    """A released spec; for the "distill" family (gpunet_d1/d2, not supported yet) gpunet's
+    refusal, naming the model asked for, instead of timm's generic "Unknown model"."""
+    try:
+        return released_spec(name)
+    except ValueError as err:
+        raise type(err)(f"{name}: {err}") from None
+
+
 def register_released() -> None:
-    for name in RELEASED:
-        if name.startswith("gpunet_d"):
-            continue  # the "distill" family is not supported yet
-        register_spec(name, lambda name=name: released_spec(name))
+    for name in RELEASED:  # the distill family too: creating one raises the reason it is refused
+        register_spec(name, lambda name=name: _released(name))
