@@ -28,6 +28,8 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from gpunet.checks import check_latency
+from gpunet.errors import ConfigError, one_line_errors
 from gpunet.latency.backends import BackendUnavailable, configured_context, context_matches, create_backend
 from gpunet.latency.io import write_json
 from gpunet.latency.keys import Probe, spec_probes
@@ -83,11 +85,11 @@ def head_classes(cfg: DictConfig | Mapping[str, Any]) -> int:
         where = f"data.root={data.get('root')}"
         hint = (f"{where} has {found} class folders: add data.num_classes={found}" if found is not None
                 else f"set it to the number of class folders of {where}/{data.get('train_split')}")
-        raise ValueError(f"data={data.get('name')} needs data.num_classes: it sizes the head of "
-                         f"every latency estimate and of the trained networks; {hint}")
+        raise ConfigError(f"data={data.get('name')} needs data.num_classes: it sizes the head of "
+                          f"every latency estimate and of the trained networks; {hint}")
     if found is not None and found != int(n):
-        raise ValueError(f"data.num_classes={n}, but data.root={data['root']} has {found} class folders "
-                         f"in {data.get('train_split')}/: set data.num_classes={found}")
+        raise ConfigError(f"data.num_classes={n}, but data.root={data['root']} has {found} class folders "
+                          f"in {data.get('train_split')}/: set data.num_classes={found}")
     return int(n)
 
 
@@ -101,7 +103,7 @@ def worker_count(latency: Mapping[str, Any], device: Mapping[str, Any]) -> int:
     if workers is None:
         workers = torch.cuda.device_count() if device["type"] == "cuda" else 1
     if int(workers) < 1:
-        raise ValueError(f"latency.workers must be >= 1 (or null: one per GPU), got {workers}")
+        raise ConfigError(f"latency.workers must be >= 1 (or null: one per GPU), got {workers}")
     return int(workers)
 
 
@@ -249,6 +251,12 @@ def measure_network(spec: NetworkSpec, cfg: DictConfig | Mapping[str, Any]) -> f
 
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    with one_line_errors():  # an error of ours is one line; any other keeps its traceback
+        check_latency(cfg, "build")
+        build(cfg)
+
+
+def build(cfg: DictConfig) -> None:
     from gpunet.models import resolve_spec
 
     spec = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpunet.errors import GpunetError
 from gpunet.latency.keys import Probe, head_key_of, layer_key_of, spec_probes
 from gpunet.latency.space_keys import StageReach, reach
 from gpunet.latency.table import Calibration, LatencyTable
@@ -25,7 +26,7 @@ VARIANT_FIELDS = ("kernel", "expansion", "se", "act")
 MISSING = -1
 
 
-class MissingEntryError(LookupError):
+class MissingEntryError(GpunetError, LookupError):
     """A layer of the network has no entry in the latency table."""
 
     def __str__(self) -> str:  # LookupError would quote the message

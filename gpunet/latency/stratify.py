@@ -22,6 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from gpunet.checks import check_latency
+from gpunet.errors import ConfigError, GpunetError, one_line_errors
 from gpunet.latency.build import ensure_table, plain
 from gpunet.latency.estimate import estimate_encodings
 from gpunet.latency.io import save_figure, write_json
@@ -31,7 +33,7 @@ from gpunet.space.sampling import sobol_encodings
 from gpunet.space.space import SearchSpace, space_from_config
 
 
-class EmptyTierError(ValueError):
+class EmptyTierError(GpunetError, ValueError):
     """No sampled network falls in the tier's band."""
 
 
@@ -51,10 +53,10 @@ class Tier:
         try:
             tier = cls(str(cfg["name"]), float(cfg["target_ms"]), float(cfg["tolerance_ms"]))
         except KeyError as err:
-            raise ValueError(f"a tier config needs name, target_ms and tolerance_ms; got {cfg}") from err
+            raise ConfigError(f"a tier config needs name, target_ms and tolerance_ms; got {cfg}") from err
         if tier.target_ms <= 0 or not 0 <= tier.tolerance_ms < tier.target_ms:
-            raise ValueError(f"tier {tier.name}: need target_ms > 0 and 0 <= tolerance_ms < target_ms, "
-                             f"got {tier.target_ms} +- {tier.tolerance_ms}")
+            raise ConfigError(f"tier {tier.name}: need target_ms > 0 and 0 <= tolerance_ms < target_ms, "
+                              f"got {tier.target_ms} +- {tier.tolerance_ms}")
         return tier
 
 
@@ -192,7 +194,9 @@ def stratify(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> dict[str, An
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = cfg.stratify.out_dir
-    stratify(cfg, Path(to_absolute_path(out)) if out else Path(HydraConfig.get().runtime.output_dir))
+    with one_line_errors():  # an error of ours is one line; any other keeps its traceback
+        check_latency(cfg, "stratify")
+        stratify(cfg, Path(to_absolute_path(out)) if out else Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

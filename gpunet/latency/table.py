@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from gpunet.errors import GpunetError
 from gpunet.latency.timing import Timing
 
 APPLICATION_ID = 0x67704C54  # "gpLT" in the SQLite header: marks the file as a gpunet table
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS calibrations (
 """
 
 
-class LatencyTableError(RuntimeError):
+class LatencyTableError(GpunetError, RuntimeError):
     """The file is not a usable gpunet latency table."""
 
 

@@ -23,6 +23,8 @@ from omegaconf import DictConfig
 from scipy import stats
 from tqdm import tqdm
 
+from gpunet.checks import check_latency
+from gpunet.errors import one_line_errors
 from gpunet.latency.backends import create_backend
 from gpunet.latency.build import ensure_table, plain
 from gpunet.latency.estimate import sum_encodings
@@ -193,8 +195,10 @@ def validate(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> Fidelity:
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = cfg.validate.out_dir
-    validate(cfg, Path(hydra.utils.to_absolute_path(out)) if out else
-             Path(HydraConfig.get().runtime.output_dir))
+    with one_line_errors():  # an error of ours is one line; any other keeps its traceback
+        check_latency(cfg, "validate")
+        validate(cfg, Path(hydra.utils.to_absolute_path(out)) if out else
+                 Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

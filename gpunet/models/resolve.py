@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gpunet.errors import ConfigError
 from gpunet.models.registry import HUB_SPECS
 from gpunet.space.encoding import encoding_to_spec
 from gpunet.space.space import SearchSpace, load_space
@@ -27,8 +28,8 @@ def resolve_spec(arch: Any, space: SearchSpace | None = None) -> NetworkSpec:
         if re.fullmatch(r"[\[\(]?\s*-?\d+(\s*[, ]\s*-?\d+)*\s*[\]\)]?", text):
             arch = [int(x) for x in re.findall(r"-?\d+", text)]
         else:
-            raise ValueError(f"arch={arch!r} is neither a hub model ({sorted(HUB_SPECS)}), a "
-                             "path to a .json spec, nor an encoding such as '2,0,1,...'")
+            raise ConfigError(f"arch={arch!r} is neither a hub model ({sorted(HUB_SPECS)}), a "
+                              "path to a .json spec, nor an encoding such as '2,0,1,...'")
     if isinstance(arch, Sequence) or hasattr(arch, "__len__"):
         return encoding_to_spec(space or load_space(), list(arch))
-    raise ValueError(f"cannot read arch={arch!r} as a network")
+    raise ConfigError(f"cannot read arch={arch!r} as a network")

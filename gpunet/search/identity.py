@@ -16,11 +16,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from gpunet.errors import GpunetError
+
 # Data keys that change how the images are loaded, not which images or what they mean.
 _OPERATIONAL_DATA_KEYS = ("num_workers",)
 
 
-class SearchMismatch(ValueError):
+class SearchMismatch(GpunetError, ValueError):
     """The journal in a search directory was written by a search with another definition."""
 
 

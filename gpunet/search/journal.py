@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpunet.search.identity import fingerprint
+from gpunet.search.identity import SearchMismatch, fingerprint
 
 FINISHED = ("completed", "pruned", "failed")
 
@@ -78,9 +78,9 @@ class Journal:
         except json.JSONDecodeError:
             header = None
         if not isinstance(header, dict) or "search" not in header:
-            raise ValueError(f"{self.path} does not start with a search definition (it was "
-                             "written by an older gpunet or is not a gpunet journal); run this "
-                             "search in a new directory (hydra.sweep.dir=...)")
+            raise SearchMismatch(f"{self.path} does not start with a search definition (it was "
+                                 "written by an older gpunet or is not a gpunet journal); run this "
+                                 "search in a new directory (hydra.sweep.dir=...)")
         return header["search"]
 
     def _append_line(self, record: dict[str, Any]) -> None:

@@ -18,8 +18,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gpunet.checks import check_search
+from gpunet.errors import ConfigError
 from gpunet.search.grid import GridPoint, grid_label, grid_points
-from gpunet.search.loop import TooManyFailures, open_journal, run_search
+from gpunet.search.loop import TooManyFailures, check_journal, load_tier_pool, open_journal, run_search
 from gpunet.search.outputs import write_comparison, write_outputs
 
 log = logging.getLogger(__name__)
@@ -73,11 +75,11 @@ def is_asynchronous(cfg: DictConfig, launcher: Any) -> bool:
     if setting == "auto":
         return not basic
     if not isinstance(setting, bool):
-        raise ValueError(f"search.asynchronous={setting!r}; allowed are auto, true, false")
+        raise ConfigError(f"search.asynchronous={setting!r}; allowed are auto, true, false")
     if setting and basic:
-        raise ValueError("search.asynchronous=true needs a launcher that runs jobs concurrently "
-                         "(hydra/launcher=joblib, submitit_local, submitit_slurm, ray); the basic "
-                         "launcher runs them one at a time in the sweeper's process")
+        raise ConfigError("search.asynchronous=true needs a launcher that runs jobs concurrently "
+                          "(hydra/launcher=joblib, submitit_local, submitit_slurm, ray); the basic "
+                          "launcher runs them one at a time in the sweeper's process")
     return setting
 
 
@@ -123,6 +125,8 @@ class SearchSweeper(Sweeper):
         points = grid_points(arguments)
         configs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(p.overrides))
                    for p in points]
+        for cfg in configs:  # nonsense numbers are refused before anything is built or written
+            check_search(cfg)
         dirs, grid_dir = search_dirs(self.config, points, configs)
         if grid_dir is not None:
             grid_dir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +135,10 @@ class SearchSweeper(Sweeper):
         for point, cfg, search_dir in zip(points, configs, dirs):
             batch, why = choose_batch_size(cfg)
             asynchronous = is_asynchronous(cfg, self.launcher)
+            check_journal(cfg, search_dir)  # refuses another search's directory, before any build
+            pool = load_tier_pool(cfg)  # an empty tier or a bad table leaves no directory behind
             search_dir.mkdir(parents=True, exist_ok=True)
-            journal = open_journal(cfg, search_dir)  # refuses another search's directory
+            journal = open_journal(cfg, search_dir)
             OmegaConf.save(cfg, search_dir / "search.yaml", resolve=False)
             with open_dict(self.config):  # launchers create (and submitit fills) their
                 self.config.hydra.sweep.dir = str(search_dir)  # configured sweep dir: this one
@@ -140,7 +146,7 @@ class SearchSweeper(Sweeper):
                      f"asynchronous: {batch} jobs in flight" if asynchronous else "synchronous rounds")
             try:
                 trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch,
-                                    journal=journal, asynchronous=asynchronous)
+                                    pool=pool, journal=journal, asynchronous=asynchronous)
             except TooManyFailures as stop:
                 write_outputs(search_dir, stop.trials, cfg, self.launcher, point.overrides)  # keep what ran
                 raise

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from gpunet.errors import ConfigError
 from gpunet.space.space import FIELD_ORDER, SearchSpace
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 
@@ -47,21 +48,21 @@ def validate(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> np.ndarr
     digits = space.digits
     values = np.asarray(vector, dtype=object) if not isinstance(vector, (str, bytes)) else None
     if values is None or values.ndim != 1:
-        raise ValueError(f"an encoding is a flat sequence of {len(digits)} integers, got {vector!r}")
+        raise ConfigError(f"an encoding is a flat sequence of {len(digits)} integers, got {vector!r}")
     if len(values) != len(digits):
-        raise ValueError(f"an encoding of search space {space.name!r} has {len(digits)} digits, "
-                         f"got {len(values)}")
+        raise ConfigError(f"an encoding of search space {space.name!r} has {len(digits)} digits, "
+                          f"got {len(values)}")
     out = np.empty(len(digits), dtype=np.int64)
     for digit, value in zip(digits, values):
         allowed = f"allowed 0..{len(digit.choices) - 1} (an index into {list(digit.choices)})"
         integral = isinstance(value, numbers.Integral) or (
             isinstance(value, numbers.Real) and float(value).is_integer())
         if isinstance(value, (bool, np.bool_)) or not integral:
-            raise ValueError(f"digit {digit.position} ({digit.meaning}) is {value!r}, not an "
-                             f"integer; {allowed}")
+            raise ConfigError(f"digit {digit.position} ({digit.meaning}) is {value!r}, not an "
+                              f"integer; {allowed}")
         if not 0 <= int(value) < len(digit.choices):
-            raise ValueError(f"digit {digit.position} ({digit.meaning}) is {int(value)}, out of "
-                             f"range; {allowed}")
+            raise ConfigError(f"digit {digit.position} ({digit.meaning}) is {int(value)}, out of "
+                              f"range; {allowed}")
         out[digit.position] = int(value)
     return out
 
@@ -91,15 +92,15 @@ def decode(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> Architectu
 def encode(space: SearchSpace, arch: Architecture) -> np.ndarray:
     """Architecture -> encoding; a ValueError names the value that is not in the space."""
     if len(arch.stages) != len(space.stages):
-        raise ValueError(f"architecture has {len(arch.stages)} stages, space {space.name!r} has "
-                         f"{len(space.stages)}")
+        raise ConfigError(f"architecture has {len(arch.stages)} stages, space {space.name!r} has "
+                          f"{len(space.stages)}")
     out = np.empty(space.length, dtype=np.int64)
     out[0] = _index_of(space.resolutions, arch.resolution, "resolution")
     position = 1
     for s, stage in zip(space.stages, arch.stages):
         if s.shares_filters and stage.filters != arch.stages[s.index - 1].filters:
-            raise ValueError(f"stage {s.index} shares its filters with stage {s.index - 1}: "
-                             f"{stage.filters} != {arch.stages[s.index - 1].filters}")
+            raise ConfigError(f"stage {s.index} shares its filters with stage {s.index - 1}: "
+                              f"{stage.filters} != {arch.stages[s.index - 1].filters}")
         for name in FIELD_ORDER:
             if name not in s.fields:
                 continue
@@ -109,8 +110,8 @@ def encode(space: SearchSpace, arch: Architecture) -> np.ndarray:
                 out[position] = _index_of(field.choices, value, where)
                 position += 1
             elif value != field.fixed_value:
-                raise ValueError(f"{where} is fixed at {field.fixed_value!r} in space "
-                                 f"{space.name!r}, got {value!r}")
+                raise ConfigError(f"{where} is fixed at {field.fixed_value!r} in space "
+                                  f"{space.name!r}, got {value!r}")
     return out
 
 
@@ -118,7 +119,7 @@ def _index_of(choices: Sequence, value: object, where: str) -> int:
     for i, choice in enumerate(choices):
         if choice == value:
             return i
-    raise ValueError(f"{where} = {value!r} is not in the search space; allowed {list(choices)}")
+    raise ConfigError(f"{where} = {value!r} is not in the search space; allowed {list(choices)}")
 
 
 def architecture_to_spec(arch: Architecture, head_width: int, num_classes: int = 1000,

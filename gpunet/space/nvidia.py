@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpunet.errors import ConfigError
 from gpunet.paths import NVIDIA_CONFIGS_DIR
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec, load_spec
 
@@ -38,8 +39,8 @@ def _layer_from_nvidia(i: int, item: dict[str, Any]) -> LayerSpec:
         return LayerSpec("conv", stride=2, kernel=STEM_KERNEL, act=item.get("act", STEM_DEFAULT_ACT),
                          stage=0, **common)
     if kind not in ("conv", "fused_irb", "irb"):
-        raise ValueError(f"NVIDIA layer {i}: layer_type {kind!r} is not supported "
-                         "(known: data, head, conv, fused_irb, irb, tail)")
+        raise ConfigError(f"NVIDIA layer {i}: layer_type {kind!r} is not supported "
+                          "(known: data, head, conv, fused_irb, irb, tail)")
     extra = {} if kind == "conv" else dict(expansion=float(item["expansion"]),
                                             se=bool(item.get("use_se", False)))
     return LayerSpec(kind, stride=int(item["stride"]), kernel=int(item["kernel_size"]),
@@ -49,13 +50,13 @@ def _layer_from_nvidia(i: int, item: dict[str, Any]) -> LayerSpec:
 def spec_from_nvidia(items: list[dict[str, Any]], name: str | None = None) -> NetworkSpec:
     """NVIDIA's layer list -> NetworkSpec, or a ValueError saying what is unsupported."""
     if not items or items[0].get("layer_type") != "data":
-        raise ValueError("NVIDIA GPUNet JSON must start with a 'data' layer")
+        raise ConfigError("NVIDIA GPUNet JSON must start with a 'data' layer")
     data = items[0]
     if data.get("distill", False):
-        raise ValueError(f"{name or 'this network'} is from NVIDIA's 'distill' block family "
-                         "(GPUNet-D1/D2: 'distill': true), which gpunet does not support yet")
+        raise ConfigError(f"{name or 'this network'} is from NVIDIA's 'distill' block family "
+                          "(GPUNet-D1/D2: 'distill': true), which gpunet does not support yet")
     if items[-1].get("layer_type") != "tail":
-        raise ValueError("NVIDIA GPUNet JSON must end with a 'tail' layer")
+        raise ConfigError("NVIDIA GPUNet JSON must end with a 'tail' layer")
     tail = items[-1]
     layers = tuple(_layer_from_nvidia(i, item) for i, item in enumerate(items[1:-1], start=1))
     head = HeadSpec(int(tail["num_in_channels"]), int(tail["num_out_channels"]),
@@ -88,6 +89,6 @@ def spec_to_nvidia(spec: NetworkSpec) -> list[dict[str, Any]]:
 def released_spec(name: str) -> NetworkSpec:
     """A released architecture by hub name (gpunet_0, gpunet_1, ...)."""
     if name not in RELEASED:
-        raise ValueError(f"unknown released GPUNet {name!r}; known: {sorted(RELEASED)}")
+        raise ConfigError(f"unknown released GPUNet {name!r}; known: {sorted(RELEASED)}")
     spec = load_spec(NVIDIA_CONFIGS_DIR / RELEASED[name])
     return NetworkSpec(spec.resolution, spec.layers, spec.head, name=name)

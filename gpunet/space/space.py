@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from gpunet.errors import ConfigError, NotFoundError
 from gpunet.paths import CONF_DIR
 
 BLOCKS = ("conv", "fused_irb", "irb")
@@ -110,14 +111,14 @@ def _expand(value: Any, where: str) -> tuple[tuple[Any, ...], bool]:
     if isinstance(value, Mapping):
         unknown = set(value) - {"min", "max", "step"}
         if unknown or "min" not in value or "max" not in value:
-            raise ValueError(f"{where}: a range needs keys min, max (and optional step), got {dict(value)}")
+            raise ConfigError(f"{where}: a range needs keys min, max (and optional step), got {dict(value)}")
         lo, hi, step = int(value["min"]), int(value["max"]), int(value.get("step", 1))
         if step <= 0 or hi < lo:
-            raise ValueError(f"{where}: empty range min={lo} max={hi} step={step}")
+            raise ConfigError(f"{where}: empty range min={lo} max={hi} step={step}")
         return tuple(range(lo, hi + 1, step)), True
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) == 0:
-            raise ValueError(f"{where}: an empty list of choices")
+            raise ConfigError(f"{where}: an empty list of choices")
         return tuple(value), True
     return (value,), False
 
@@ -127,49 +128,49 @@ def _check_values(stage: int, name: str, choices: tuple[Any, ...]) -> None:
     if name == "act":
         bad = [c for c in choices if c not in ACTIVATIONS]
         if bad:
-            raise ValueError(f"{where}: unknown activation(s) {bad}; allowed {list(ACTIVATIONS)}")
+            raise ConfigError(f"{where}: unknown activation(s) {bad}; allowed {list(ACTIVATIONS)}")
     elif name == "se":
         if any(not isinstance(c, bool) for c in choices):
-            raise ValueError(f"{where}: se choices must be true/false, got {list(choices)}")
+            raise ConfigError(f"{where}: se choices must be true/false, got {list(choices)}")
     elif name in ("filters", "kernel", "layers"):
         if any(not isinstance(c, int) or isinstance(c, bool) for c in choices):
-            raise ValueError(f"{where}: must be integers, got {list(choices)}")
+            raise ConfigError(f"{where}: must be integers, got {list(choices)}")
         low = 0 if name == "layers" else 1
         if min(choices) < low:
-            raise ValueError(f"{where}: values must be >= {low}, got {list(choices)}")
+            raise ConfigError(f"{where}: values must be >= {low}, got {list(choices)}")
         if name == "kernel" and any(c % 2 == 0 for c in choices):
-            raise ValueError(f"{where}: kernels must be odd, got {list(choices)}")
+            raise ConfigError(f"{where}: kernels must be odd, got {list(choices)}")
     elif name == "expansion" and min(float(c) for c in choices) <= 0:
-        raise ValueError(f"{where}: expansions must be > 0, got {list(choices)}")
+        raise ConfigError(f"{where}: expansions must be > 0, got {list(choices)}")
 
 
 def _stage_from_config(index: int, raw: Mapping[str, Any]) -> StageSpace:
     block = raw.get("block")
     if block not in BLOCKS:
-        raise ValueError(f"search space stage {index}: block {block!r} is not one of {list(BLOCKS)}")
+        raise ConfigError(f"search space stage {index}: block {block!r} is not one of {list(BLOCKS)}")
     stride = raw.get("stride")
     if stride not in (1, 2):
-        raise ValueError(f"search space stage {index}: stride must be 1 or 2, got {stride!r}")
+        raise ConfigError(f"search space stage {index}: stride must be 1 or 2, got {stride!r}")
     allowed = set(FIELD_ORDER) | {"block", "stride"}
     unknown = set(raw) - allowed
     if unknown:
-        raise ValueError(f"search space stage {index}: unknown key(s) {sorted(unknown)}; "
-                         f"allowed {sorted(allowed)}")
+        raise ConfigError(f"search space stage {index}: unknown key(s) {sorted(unknown)}; "
+                          f"allowed {sorted(allowed)}")
     defaults = {"expansion": 1, "se": False} if block == "conv" else {}
     fields: dict[str, Field] = {}
     shares = raw.get("filters") == SHARED
     if shares and index == 0:
-        raise ValueError("search space stage 0: filters cannot be 'shared' (no previous stage)")
+        raise ConfigError("search space stage 0: filters cannot be 'shared' (no previous stage)")
     for name in FIELD_ORDER:
         if name == "filters" and shares:
             continue
         if name not in raw and name not in defaults:
-            raise ValueError(f"search space stage {index}: missing key {name!r}")
+            raise ConfigError(f"search space stage {index}: missing key {name!r}")
         choices, searched = _expand(raw.get(name, defaults.get(name)), f"stage {index} {name}")
         _check_values(index, name, choices)
         fields[name] = Field(name, choices, searched)
     if block == "conv" and (fields["expansion"].choices != (1,) or fields["se"].choices != (False,)):
-        raise ValueError(f"search space stage {index}: a conv stage has no expansion or SE")
+        raise ConfigError(f"search space stage {index}: a conv stage has no expansion or SE")
     return StageSpace(index, block, int(stride), fields, shares)
 
 
@@ -179,13 +180,13 @@ def space_from_config(cfg: Mapping[str, Any] | DictConfig) -> SearchSpace:
         cfg = OmegaConf.to_container(cfg, resolve=True)
     for key in ("name", "resolutions", "head_width", "stages"):
         if key not in cfg:
-            raise ValueError(f"search space config is missing {key!r}")
+            raise ConfigError(f"search space config is missing {key!r}")
     resolutions, _ = _expand(cfg["resolutions"], "resolutions")
     if any(not isinstance(r, int) or r < 32 for r in resolutions):
-        raise ValueError(f"search space resolutions must be integers >= 32, got {list(resolutions)}")
+        raise ConfigError(f"search space resolutions must be integers >= 32, got {list(resolutions)}")
     stages = tuple(_stage_from_config(i, s) for i, s in enumerate(cfg["stages"]))
     if not stages or stages[0].fields["layers"].choices != (1,):
-        raise ValueError("search space stage 0 is the stem: it needs exactly `layers: 1`")
+        raise ConfigError("search space stage 0 is the stem: it needs exactly `layers: 1`")
     return SearchSpace(str(cfg["name"]), tuple(int(r) for r in resolutions),
                        int(cfg["head_width"]), stages)
 
@@ -197,5 +198,5 @@ def load_space(name_or_path: str | Path = "gpunet") -> SearchSpace:
         path = CONF_DIR / "search_space" / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONF_DIR / "search_space").glob("*.yaml"))
-        raise FileNotFoundError(f"search space {name_or_path!r} not found at {path}; known: {known}")
+        raise NotFoundError(f"search space {name_or_path!r} not found at {path}; known: {known}")
     return space_from_config(OmegaConf.load(path))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gpunet.errors import ConfigError, NotFoundError
 from gpunet.space.space import ACTIVATIONS, BLOCKS
 
 
@@ -31,17 +32,17 @@ class LayerSpec:
 
     def __post_init__(self) -> None:
         if self.block not in BLOCKS:
-            raise ValueError(f"layer block {self.block!r} is not one of {list(BLOCKS)}")
+            raise ConfigError(f"layer block {self.block!r} is not one of {list(BLOCKS)}")
         if self.act not in ACTIVATIONS:
-            raise ValueError(f"layer activation {self.act!r} is not one of {list(ACTIVATIONS)}")
+            raise ConfigError(f"layer activation {self.act!r} is not one of {list(ACTIVATIONS)}")
         if self.stride not in (1, 2):
-            raise ValueError(f"layer stride must be 1 or 2, got {self.stride}")
+            raise ConfigError(f"layer stride must be 1 or 2, got {self.stride}")
         if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ValueError(f"layer kernel must be a positive odd integer, got {self.kernel}")
+            raise ConfigError(f"layer kernel must be a positive odd integer, got {self.kernel}")
         if self.in_channels < 1 or self.out_channels < 1 or self.expansion <= 0:
-            raise ValueError(f"layer widths and expansion must be positive: {self}")
+            raise ConfigError(f"layer widths and expansion must be positive: {self}")
         if self.block == "conv" and (self.expansion != 1 or self.se):
-            raise ValueError("a conv layer has no expansion or SE")
+            raise ConfigError("a conv layer has no expansion or SE")
 
     @property
     def has_residual(self) -> bool:
@@ -72,14 +73,14 @@ class NetworkSpec:
 
     def __post_init__(self) -> None:
         if not self.layers:
-            raise ValueError("a network needs at least the stem layer")
+            raise ConfigError("a network needs at least the stem layer")
         if self.layers[0].in_channels != 3:
-            raise ValueError(f"the stem takes 3 input channels, got {self.layers[0].in_channels}")
+            raise ConfigError(f"the stem takes 3 input channels, got {self.layers[0].in_channels}")
         widths = [layer.in_channels for layer in self.layers[1:]] + [self.head.in_channels]
         for i, (layer, nxt) in enumerate(zip(self.layers, widths)):
             if layer.out_channels != nxt:
-                raise ValueError(f"layer {i} outputs {layer.out_channels} channels but the next "
-                                 f"takes {nxt}")
+                raise ConfigError(f"layer {i} outputs {layer.out_channels} channels but the next "
+                                  f"takes {nxt}")
 
     def input_shapes(self) -> list[tuple[int, int, int]]:
         """(channels, height, width) entering each layer, then the head (len(layers) + 1)."""
@@ -104,7 +105,7 @@ class NetworkSpec:
                        layers=tuple(LayerSpec(**layer) for layer in data["layers"]),
                        head=HeadSpec(**data["head"]), name=data.get("name"))
         except (KeyError, TypeError) as err:
-            raise ValueError(f"not a gpunet network spec: {err}") from err
+            raise ConfigError(f"not a gpunet network spec: {err}") from err
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -116,7 +117,7 @@ def load_spec(path: str | Path) -> NetworkSpec:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no network spec at {path}")
+        raise NotFoundError(f"no network spec at {path}")
     data = json.loads(path.read_text())
     if isinstance(data, list):
         return spec_from_nvidia(data, name=path.stem)

@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
+from gpunet.errors import ConfigError, NotFoundError
 from gpunet.train.recipe import build_transforms
 
 
@@ -70,22 +71,22 @@ def digits_datasets(data: DictConfig, recipe: DictConfig, resolution: int) -> Da
 def imagefolder_datasets(data: DictConfig, recipe: DictConfig, resolution: int) -> Datasets:
     """`data.root`/{train,val}/<class>/<image> trees, such as ImageNet."""
     if data.root is None:
-        raise ValueError("data=imagefolder needs data.root=<folder with train/ and val/ subfolders>")
+        raise ConfigError("data=imagefolder needs data.root=<folder with train/ and val/ subfolders>")
     root = Path(data.root).expanduser()
     dirs = [root / data.train_split, root / data.val_split]
     for d in dirs:
         if not d.is_dir():
-            raise FileNotFoundError(
+            raise NotFoundError(
                 f"data.root={root}: no {d.name}/ folder at {d}; point data.root at a folder with "
                 f"{data.train_split}/ and {data.val_split}/ ImageFolder trees")
     train_tf, val_tf = build_transforms(recipe, resolution, data.hflip)
     try:
         train, val = (ImageFolder(str(d), transform=tf) for d, tf in zip(dirs, (train_tf, val_tf)))
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"data.root={root} holds no images in class folders: {err}") from err
+        raise NotFoundError(f"data.root={root} holds no images in class folders: {err}") from err
     if train.classes != val.classes:
-        raise ValueError(f"data.root={root}: the class folders of {dirs[0]} ({len(train.classes)}) "
-                         f"and {dirs[1]} ({len(val.classes)}) differ; they must be the same")
+        raise ConfigError(f"data.root={root}: the class folders of {dirs[0]} ({len(train.classes)}) "
+                          f"and {dirs[1]} ({len(val.classes)}) differ; they must be the same")
     return train, val, len(train.classes)
 
 
@@ -122,6 +123,6 @@ def build_datamodule(data: DictConfig, recipe: DictConfig, resolution: int,
                      pin_memory: bool = False) -> ImageDataModule:
     """The data group's datasets at `resolution`, batched as the recipe says."""
     if data.name not in BUILDERS:
-        raise ValueError(f"data.name={data.name!r} is not one of {sorted(BUILDERS)}")
+        raise ConfigError(f"data.name={data.name!r} is not one of {sorted(BUILDERS)}")
     train, val, num_classes = BUILDERS[data.name](data, recipe, resolution)
     return ImageDataModule(train, val, num_classes, recipe.batch_size, data.num_workers, pin_memory)

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig
 
+from gpunet.errors import ConfigError
+
 LOGGERS = ("csv", "wandb")
 
 
@@ -45,7 +47,7 @@ def build_loggers(cfg: DictConfig, output_dir: Path, run_config: dict[str, Any],
     """CSV under output_dir/csv/version_N (one version per attempt, so a resume keeps the old
     one), plus W&B when `cfg.name == "wandb"`."""
     if cfg.name not in LOGGERS:
-        raise ValueError(f"logger.name={cfg.name!r} is not one of {list(LOGGERS)}")
+        raise ConfigError(f"logger.name={cfg.name!r} is not one of {list(LOGGERS)}")
     loggers: list[Logger] = [CSVLogger(output_dir, name="csv")]
     if cfg.name == "wandb":
         loggers.append(WandbLogger(

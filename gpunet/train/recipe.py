@@ -16,6 +16,8 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.optim import Optimizer
 
+from gpunet.errors import ConfigError
+
 
 def scaled_lr(recipe: DictConfig, global_batch: int) -> float:
     """The paper's lr is given for a global batch of `lr_base_batch`; scale it linearly."""
@@ -38,7 +40,7 @@ def build_scheduler(optimizer: Optimizer, recipe: DictConfig, updates_per_epoch:
         min_lr=recipe.min_lr, step_on_epochs=recipe.step_on_epochs,
         updates_per_epoch=updates_per_epoch)
     if scheduler is None:
-        raise ValueError(f"recipe.sched={recipe.sched!r} gives no scheduler; use e.g. 'constant'")
+        raise ConfigError(f"recipe.sched={recipe.sched!r} gives no scheduler; use e.g. 'constant'")
     return scheduler
 
 

@@ -37,4 +37,7 @@ class GPUNetSweeper(Sweeper):
         self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        return self._impl.sweep(arguments)
+        from gpunet.errors import one_line_errors
+
+        with one_line_errors():  # the search app's edge: its jobs' errors are trials' errors
+            return self._impl.sweep(arguments)

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from gpunet.errors import ConfigError
 from gpunet.latency.backends.base import Backend, BackendUnavailable
 
 # name -> (module, class); imported on use so an optional backend's library is only needed there.
@@ -20,7 +21,7 @@ def backend_class(latency: Mapping[str, Any]) -> type[Backend]:
     """The class of the backend named by `latency.name` (importing it needs no optional library)."""
     name = latency.get("name")
     if name not in BACKENDS:
-        raise ValueError(f"latency.name={name!r} is not a latency backend; use one of {sorted(BACKENDS)}")
+        raise ConfigError(f"latency.name={name!r} is not a latency backend; use one of {sorted(BACKENDS)}")
     module, cls = BACKENDS[name]
     return getattr(importlib.import_module(module), cls)
 

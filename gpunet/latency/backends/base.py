@@ -19,6 +19,7 @@ import timm
 import torch
 from torch import nn
 
+from gpunet.errors import ConfigError, GpunetError
 from gpunet.latency.keys import Probe, Shape
 from gpunet.latency.timing import Timing, summarize
 from gpunet.space.spec import NetworkSpec
@@ -35,14 +36,14 @@ def cpu_clock(latency: Mapping[str, Any], threads: int):
     """The clock function named by latency.clock, checked against the thread count."""
     name = str(latency.get("clock", "wall"))
     if name not in CLOCKS:
-        raise ValueError(f"latency.clock={name!r} is not one of {sorted(CLOCKS)}")
+        raise ConfigError(f"latency.clock={name!r} is not one of {sorted(CLOCKS)}")
     if name == "thread" and threads != 1:
-        raise ValueError(f"latency.clock=thread times only the calling thread, so it needs "
-                         f"latency.threads=1 (got {threads}); use latency.clock=wall")
+        raise ConfigError(f"latency.clock=thread times only the calling thread, so it needs "
+                          f"latency.threads=1 (got {threads}); use latency.clock=wall")
     return name, CLOCKS[name]
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(GpunetError, RuntimeError):
     """The backend cannot run here (missing library, device or unsupported setting)."""
 
 
@@ -81,8 +82,8 @@ class Backend(ABC):
                 f"latency={self.name} supports precision {list(self.precisions)}, got "
                 f"{self.precision!r} (set by device={self.device_name}); override latency.precision=")
         if self.batch_size < 1 or self.runs < 1 or self.warmup < 0:
-            raise ValueError(f"latency needs batch_size >= 1, runs >= 1, warmup >= 0; got "
-                             f"{self.batch_size}, {self.runs}, {self.warmup}")
+            raise ConfigError(f"latency needs batch_size >= 1, runs >= 1, warmup >= 0; got "
+                              f"{self.batch_size}, {self.runs}, {self.warmup}")
 
     # -- what subclasses provide ----------------------------------------------------------------
     @abstractmethod

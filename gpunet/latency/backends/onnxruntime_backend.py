@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 from torch import nn
 
+from gpunet.errors import ConfigError
 from gpunet.latency.backends.base import Backend, Runner, cpu_clock, cpu_model
 from gpunet.models import export_onnx
 
@@ -43,7 +44,7 @@ class OnnxRuntimeBackend(Backend):
         self.threads = int(latency.get("threads", 1))
         self.opset = int(latency.get("opset", 17))
         if self.threads < 1:
-            raise ValueError(f"latency.threads must be >= 1, got {self.threads}")
+            raise ConfigError(f"latency.threads must be >= 1, got {self.threads}")
         self.clock_name, self.clock = cpu_clock(latency, self.threads)
         self._tmp = tempfile.TemporaryDirectory(prefix="gpunet-ort-")
 
