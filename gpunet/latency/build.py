@@ -26,8 +26,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
+from gpunet import console
 from gpunet.checks import check_latency
 from gpunet.errors import ConfigError, one_line_errors
 from gpunet.latency.backends import BackendUnavailable, configured_context, context_matches, create_backend
@@ -205,7 +205,7 @@ def fill(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str
                   "library versions or settings differ, so they are not reused)", flush=True)
         start = time.perf_counter()
         if missing:
-            with tqdm(total=len(missing), desc="measuring", unit="entry", dynamic_ncols=True) as bar:
+            with console.progress(len(missing), "measuring", unit="entry") as bar:
                 if workers == 1:
                     measure_into(table, backend, missing, lambda: bar.update(1))
                 else:
@@ -251,6 +251,7 @@ def measure_network(spec: NetworkSpec, cfg: DictConfig | Mapping[str, Any]) -> f
 
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    console.setup()  # known-harmless warnings filtered, the others to the log
     with one_line_errors():  # an error of ours is one line; any other keeps its traceback
         check_latency(cfg, "build")
         build(cfg)

@@ -16,12 +16,16 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from gpunet import console
 from gpunet.paths import CONF_DIR
 from gpunet.search.job import run_trial
+
+console.setup()  # the sweeper's process: before Hydra loads the sweeper (and BoTorch)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="search", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    console.setup()  # again in the job's own process (a joblib, SLURM or Ray worker)
     return run_trial(cfg)
 
 

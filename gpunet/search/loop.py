@@ -21,8 +21,8 @@ import numpy as np
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
-from tqdm import tqdm
 
+from gpunet import console
 from gpunet.errors import GpunetError
 from gpunet.search.identity import SearchMismatch, check_same_search, search_definition
 from gpunet.search.journal import Journal, Trial
@@ -149,8 +149,9 @@ class _SearchRun:
         if self.trials:
             log.info("resuming %s: %d trials finished, %d interrupted", search_dir, self.finished,
                      len(self.interrupted()))
-        self.progress = tqdm(total=self.n_trials, initial=min(self.finished, self.n_trials),
-                             desc=search_dir.name, unit="trial", dynamic_ncols=True)
+        # a bar on a terminal, else a plain line per 10% of the trials (or 30 s) with rate and ETA
+        self.progress = console.progress(self.n_trials, search_dir.name, unit="trial",
+                                         initial=min(self.finished, self.n_trials))
 
     @property
     def finished(self) -> int:
@@ -184,9 +185,9 @@ class _SearchRun:
         self.searcher.observe([self.pool.row_of(trial)], [trial.observed_value])
         if trial.status == "failed":
             log.warning("trial %d failed: %s", trial.number, trial.error)
-        self.progress.update(min(self.finished, self.n_trials) - self.progress.n)
         self.progress.set_postfix(best=f"{self.searcher.best_value:.4g}",
                                   failed=sum(t.status == "failed" for t in self.trials.values()))
+        self.progress.update(min(self.finished, self.n_trials) - self.progress.n)
         _check_failures(list(self.trials.values()), self.cfg.search)
 
 
@@ -218,7 +219,8 @@ def _run_synchronous(run: _SearchRun, launcher: Launcher, batch_size: int) -> No
             log.warning("the tier's pool is exhausted after %d trials", run.finished)
             return
         jobs = run.start(batch)
-        returns = launcher.launch(jobs, initial_job_idx=batch[0].job)
+        with run.progress.suspended():  # the round's jobs (in this process: basic) own the terminal
+            returns = launcher.launch(jobs, initial_job_idx=batch[0].job)
         for trial, ret in zip(batch, returns, strict=True):
             run.finish(trial, ret)
 

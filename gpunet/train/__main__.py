@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from gpunet import console
 from gpunet.checks import check_train
 from gpunet.errors import RunFailed, one_line_errors
 from gpunet.models import resolve_spec
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    console.setup()  # known-harmless warnings filtered, the others to the log
     # An error of ours ends a run in one line (any other keeps its traceback); in a multirun (-m)
     # Hydra records each job's error and still runs the other jobs, as before.
     single = HydraConfig.get().mode != RunMode.MULTIRUN

@@ -16,6 +16,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from gpunet.console import PlainProgress
+
 CURVE_METRIC = "val/top1"
 
 
@@ -110,3 +112,28 @@ class MedianStopping(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pruned = bool(state_dict["pruned"])
+
+class EpochProgress(Callback):
+    """Training progress as one plain line per epoch (where no progress bar is drawn): epochs done,
+    time per epoch, ETA and the epoch's metrics, through gpunet's progress lines (rank 0 only)."""
+
+    def __init__(self) -> None:
+        self.progress = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.progress = PlainProgress(trainer.max_epochs, "epoch", unit="epoch",
+                                          initial=trainer.current_epoch, every_percent=0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.progress is None:
+            return
+        metrics = {k: f"{float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
+                   if not k.startswith("lr-") and getattr(v, "numel", lambda: 1)() == 1}
+        self.progress.set_postfix(**metrics)
+        self.progress.update(1)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None

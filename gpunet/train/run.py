@@ -11,6 +11,8 @@ same result; files (checkpoints, curve.json, logs) are written by rank 0 only.
 from __future__ import annotations
 
 import gc
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,8 +23,9 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 
+from gpunet.console import is_terminal, route_lightning_logs
 from gpunet.space.spec import NetworkSpec
-from gpunet.train.callbacks import CURVE_METRIC, CurveRecorder, MedianStopping
+from gpunet.train.callbacks import CURVE_METRIC, CurveRecorder, EpochProgress, MedianStopping
 from gpunet.train.data import build_datamodule
 from gpunet.train.loggers import build_loggers
 from gpunet.train.module import CandidateModule
@@ -76,11 +79,22 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[CurveRecorder, M
     return recorder, stopper, best, callbacks
 
 
+def train_batches(trainer: L.Trainer, train_size: int, batch_size: int) -> int:
+    """Training batches per epoch on each rank (the sampler pads ranks evenly; the last partial
+    batch is dropped), after `limit_train_batches`."""
+    batches = math.ceil(train_size / trainer.world_size) // batch_size
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        return min(batches, limit)
+    return int(batches * limit) if limit is not None else batches
+
+
 def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> TrainResult:
     """Train `spec` with cfg's data, recipe, device, logger, seed, early_stop and trainer nodes;
     checkpoints, curve.json and logs go to `output_dir`. Bad config or data raises at once."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    route_lightning_logs(single_node=int(cfg.trainer.get("num_nodes") or 1) == 1)
     L.seed_everything(cfg.seed, workers=True)
     resolution = cfg.data.resolution or spec.resolution
     datamodule = build_datamodule(cfg.data, cfg.recipe, resolution,
@@ -90,9 +104,16 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
     run_config = {**OmegaConf.to_container(cfg, resolve=True), "spec": spec.to_dict(),
                   "resolution": resolution}
     loggers = build_loggers(cfg.logger, output_dir, run_config, spec.name or output_dir.name)
+    # Lightning's bar on a terminal; elsewhere (a log file, a pipe, a cluster job) a line per epoch
+    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and is_terminal(sys.stdout)
     trainer = L.Trainer(default_root_dir=output_dir, max_epochs=cfg.recipe.epochs,
                         accelerator=cfg.device.accelerator, precision=precision(cfg.recipe, cfg.device),
-                        callbacks=callbacks, logger=loggers, **cfg.trainer)
+                        callbacks=[*callbacks, *([] if bar else [EpochProgress()])], logger=loggers,
+                        **{**cfg.trainer, "enable_progress_bar": bar})
+    # step metrics at least once an epoch (Lightning warns when an epoch is shorter than the interval)
+    batches = train_batches(trainer, len(datamodule.train), int(cfg.recipe.batch_size))
+    if 0 < batches < trainer.log_every_n_steps:
+        trainer.log_every_n_steps = batches
     last = output_dir / LAST_CKPT
     status: Status = "completed"
     error = None
