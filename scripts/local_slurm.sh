@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, for tests and CI (Debian: apt-get install slurm-wlm munge).
 #
-#   scripts/local_slurm.sh up       # start munged, slurmctld, slurmd; prints `export SLURM_CONF=...`
+#   scripts/local_slurm.sh up       # start munged, slurmctld, slurmd; prints `export SLURM_CONF=... PATH=...`
 #   scripts/local_slurm.sh status   # which daemons run, and sinfo; exit 0 when the cluster answers
 #   scripts/local_slurm.sh down     # cancel its jobs, stop the daemons it started (by pid), keep the logs
 #   eval "$(scripts/local_slurm.sh up)" && sbatch --wrap hostname
@@ -14,7 +14,11 @@
 # environment by default, the same Python. `up` is idempotent (a running cluster is left as it is),
 # ports are picked free when the folder is (re)configured, and `down` stops only the processes
 # whose pid files are in the folder and whose command line names it. Must run as root (the
-# daemons and SlurmUser are root).
+# daemons and SlurmUser are root). There is no accounting database (slurmdbd): $DIR/bin/sacct
+# stands in for sacct, answering from slurmctld's memory, so that submitit learns when a job ended
+# without leaving a result (cancelled, killed, out of time); the PATH that `up` prints puts it
+# first. Without it submitit waits for such a job forever (the real sacct only says "Slurm
+# accounting storage is disabled").
 set -euo pipefail
 
 DIR="${GPUNET_SLURM_DIR:-${TMPDIR:-/tmp}/gpunet-slurm}"
@@ -107,10 +111,61 @@ KillWait=5
 # jobs are requeueable unless they say --no-requeue (Slurm's default, spelled out)
 JobRequeue=1
 InactiveLimit=0
-MinJobAge=600
+MinJobAge=3600
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+}
+
+write_sacct() {  # a stand-in for sacct, which needs slurmdbd and a database
+    mkdir -p "$DIR/bin"
+    cat >"$DIR/bin/sacct" <<'EOS'
+#!/usr/bin/env bash
+# sacct for scripts/local_slurm.sh's cluster, which has no accounting database (slurmdbd): answers
+# `sacct [-o|--format FIELDS] [-P|--parsable2] [-n|--noheader] [-j|--jobs IDS]...` (what submitit
+# asks to learn whether a job that left no result has ended) from slurmctld's memory (`scontrol
+# show job`), which keeps a finished job MinJobAge seconds. Fields: JobID, JobIDRaw, JobName,
+# State, ExitCode, NodeList, Partition; the output is always parsable2 (|-separated).
+set -euo pipefail
+fields="JobID,JobName,Partition,State,ExitCode" header=1 jobs=()
+while (($#)); do
+    case "$1" in
+        -o|--format) fields="$2"; shift ;;
+        --format=*) fields="${1#*=}" ;;
+        -j|--jobs) IFS=, read -ra more <<<"$2"; jobs+=("${more[@]}"); shift ;;
+        --jobs=*) IFS=, read -ra more <<<"${1#*=}"; jobs+=("${more[@]}") ;;
+        -n|--noheader) header=0 ;;
+        -P|--parsable2|-p|--parsable|-X|--allocations) ;;
+        *) echo "sacct (local_slurm stand-in): unsupported option $1" >&2; exit 1 ;;
+    esac
+    shift
+done
+if ((header)); then echo "${fields//,/|}"; fi
+if ((${#jobs[@]} == 0)); then jobs=(""); fi
+for job in "${jobs[@]}"; do
+    scontrol -o show job ${job:+"${job%%_*}"} 2>/dev/null || true
+done | awk -v fields="$fields" '
+    { delete f
+      for (i = 1; i <= NF; i++) { k = $i; sub(/=.*/, "", k); v = $i; sub(/^[^=]*=/, "", v); f[k] = v } }
+    !("JobId" in f) || seen[f["JobId"]]++ { next }
+    { id = f["JobId"]
+      if (f["ArrayJobId"] != "" && f["ArrayTaskId"] != "")
+          id = f["ArrayJobId"] "_" (f["ArrayTaskId"] ~ /^[0-9]+$/ ? f["ArrayTaskId"] : "[" f["ArrayTaskId"] "]")
+      n = split(fields, names, ","); line = ""
+      for (i = 1; i <= n; i++) {
+          name = tolower(names[i]); v = ""
+          if (name == "jobid") v = id
+          else if (name == "jobidraw") v = f["JobId"]
+          else if (name == "jobname") v = f["JobName"]
+          else if (name == "state") v = f["JobState"]
+          else if (name == "exitcode") v = f["ExitCode"]
+          else if (name == "nodelist") v = f["NodeList"]
+          else if (name == "partition") v = f["Partition"]
+          line = line (i > 1 ? "|" : "") v
+      }
+      print line }'
+EOS
+    chmod 755 "$DIR/bin/sacct"
 }
 
 up() {
@@ -118,10 +173,11 @@ up() {
     local missing=()
     for cmd in munged slurmctld slurmd sinfo; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
     ((${#missing[@]} == 0)) || die "not installed: ${missing[*]} (apt-get install -y slurm-wlm munge)"
+    write_sacct
     if our_pid slurmctld >/dev/null && our_pid slurmd >/dev/null && our_pid munged >/dev/null \
         && answers; then
         say "already up ($CONF)"
-        echo "export SLURM_CONF=$CONF"
+        echo "export SLURM_CONF=$CONF PATH=$DIR/bin:\$PATH"
         return 0
     fi
     if ! our_pid slurmctld >/dev/null && ! our_pid slurmd >/dev/null && ! our_pid munged >/dev/null; then
@@ -144,7 +200,7 @@ up() {
     fi
     wait_for 60 "the node" answers
     say "up in $((SECONDS - start))s: $(sinfo -h -o '%P %D %T %c CPUs %m MB')"
-    echo "export SLURM_CONF=$CONF"
+    echo "export SLURM_CONF=$CONF PATH=$DIR/bin:\$PATH"  # PATH: the sacct stand-in
 }
 
 stop_pid() {  # stop_pid <name>
