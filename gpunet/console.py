@@ -41,7 +41,7 @@ KNOWN_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
      "Lightning's own pytree helper uses torch's deprecated LeafSpec at every fit"),
     (r"Checkpoint directory .* exists and is not empty", UserWarning,
      "a run directory always holds Hydra's .hydra/ and log file before training; our checkpoints "
-     "have fixed names (last.ckpt, best.ckpt), and a run that finds last.ckpt resumes from it"),
+     "have fixed names (last.ckpt, best.pth), and a run that finds last.ckpt resumes from it"),
 )
 # Lightning's SLURM hint, emitted wherever `srun` is installed and the process was not started by
 # it. One process per device on one node needs no srun (and jobs on SLURM run under srun).

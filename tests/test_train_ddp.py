@@ -90,7 +90,7 @@ def train_one_epoch_then_resume(run_dir: Path, spec: Path) -> list[tuple[int, fl
     torch.testing.assert_close(ckpt["state_dict_ema"], ema, rtol=0, atol=0)
     # rank 0 wrote every file but rank 1's own log: one CSV log per attempt, no temp files
     assert {p.name for p in run_dir.iterdir() if p.suffix != ".log"} == {
-        ".hydra", "csv", "curve.json", "best.ckpt", "last.ckpt"}
+        ".hydra", "csv", "curve.json", "best.pth", "last.ckpt"}
     assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["version_0", "version_1"]
     assert not list(run_dir.rglob("*.tmp"))
     return second

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import timm
@@ -10,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from gpunet.models import resolve_spec
+from gpunet.models import build_model, resolve_spec
 from gpunet.paths import CONF_DIR
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 from gpunet.train import fit_candidate
@@ -35,19 +36,40 @@ def config(*overrides: str) -> DictConfig:
 
 
 def test_a_run_saves_its_curve_and_resumes_where_it_stopped(tmp_path) -> None:
+    start = time.perf_counter()
     first = fit_candidate(config("recipe.epochs=2"), TINY, tmp_path)
+    first_s = time.perf_counter() - start
     assert first.status == "completed" and first.epochs == 2 and first.error is None
     assert first.best_top1 == max(first.curve) and 0 <= first.best_top1 <= 1
     assert json.loads((tmp_path / "curve.json").read_text())["curve"] == first.curve
-    assert (tmp_path / "last.ckpt").is_file() and first.checkpoint == tmp_path / "best.ckpt"
+    assert first.checkpoint == tmp_path / "last.ckpt" and first.best_weights == tmp_path / "best.pth"
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 1
+    # one checkpoint (resume) and the best epoch's weights only: no best.ckpt beside it
+    assert sorted(p.name for p in tmp_path.glob("*.*")) == ["best.pth", "curve.json", "last.ckpt"]
+    assert first.seconds_before_resume == 0
 
     longer = fit_candidate(config("recipe.epochs=3"), TINY, tmp_path)  # one more epoch only
     assert longer.status == "completed" and longer.curve[:2] == first.curve and longer.epochs == 3
     versions = sorted(p.name for p in (tmp_path / "csv").iterdir())
     assert versions == ["version_0", "version_1"]  # the first attempt's log is kept
+    # the first attempt's time came with the checkpoint (up to its last save: not all of it)
+    assert 0 < longer.seconds_before_resume < first_s
     again = fit_candidate(config("recipe.epochs=3"), TINY, tmp_path)  # already done: no training
     assert again.curve == longer.curve
+    assert again.seconds_before_resume > longer.seconds_before_resume  # both attempts before it
+
+
+def test_best_weights_are_the_best_epochs_and_can_be_turned_off(tmp_path) -> None:
+    from gpunet.train.callbacks import CURVE_METRIC
+
+    result = fit_candidate(config("recipe.epochs=3"), TINY, tmp_path / "on")
+    saved = torch.load(result.best_weights, weights_only=True)  # as timm's checkpoint_path= loads it
+    assert saved[CURVE_METRIC] == result.best_top1 == max(result.curve)
+    assert saved["epoch"] == result.curve.index(max(result.curve))  # the first epoch that reached it
+    assert set(saved["state_dict_ema"]) == set(build_model(TINY).state_dict())
+    off = fit_candidate(config("recipe.epochs=1", "best_weights=false"), TINY, tmp_path / "off")
+    assert off.best_weights is None and off.checkpoint == tmp_path / "off" / "last.ckpt"
+    assert not list((tmp_path / "off").glob("best*"))
 
 
 def test_digits_with_the_paper_recipe_and_a_hub_model(tmp_path) -> None:
@@ -61,6 +83,9 @@ def test_digits_with_the_paper_recipe_and_a_hub_model(tmp_path) -> None:
     hub = timm.create_model("gpunet_0", num_classes=10, checkpoint_path=result.checkpoint).eval()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(hub(x), module(x))  # timm loads the validated (EMA) weights
+    best = timm.create_model("gpunet_0", num_classes=10, checkpoint_path=result.best_weights).eval()
+    torch.testing.assert_close(best(x), module(x))  # one epoch: the best is the last
+    assert result.best_weights.stat().st_size < result.checkpoint.stat().st_size / 2  # weights only
 
 
 def test_a_diverging_run_fails_with_a_clear_status(tmp_path) -> None:

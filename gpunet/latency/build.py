@@ -195,10 +195,12 @@ def fill(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str
         # Random order spreads drifts in machine load over all kinds of layer.
         random.Random(seed).shuffle(missing)
         workers = min(worker_count(latency, device), max(len(missing), 1))
-        print(f"{what}: {keys:,} latency-table entries; {keys - len(missing):,} already in "
-              f"{table.path}; measuring {len(missing):,} with {workers} worker(s) "
-              f"({backend.name}, {device['name']}, {latency['precision']}, batch {latency['batch_size']})",
-              flush=True)
+        if missing:
+            print(f"{what}: {keys:,} latency-table entries; {keys - len(missing):,} already in "
+                  f"{table.path}; measuring {len(missing):,} with {workers} worker(s) ({backend.name}, "
+                  f"{device['name']}, {latency['precision']}, batch {latency['batch_size']})", flush=True)
+        else:
+            print(f"{what}: the latency table is complete ({keys:,} entries in {table.path})", flush=True)
         others = table.other_contexts() if len(present) == 0 else []
         if others and missing:
             print(f"  (the file has entries of {len(others)} other context(s), e.g. {others[0]}; "

@@ -137,10 +137,14 @@ def _evaluate_candidate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         spec = encoding_to_spec(space, encoding)  # the head is sized by the data's classes
         result = fit_candidate(cfg, spec, output_dir)
         out = {"status": result.status, "value": result.best_top1, "curve": list(result.curve),
-               "error": result.error, "epochs": result.epochs, "num_classes": result.num_classes}
+               "error": result.error, "epochs": result.epochs, "num_classes": result.num_classes,
+               # a resumed trial: its earlier attempts' training time (carried in last.ckpt)
+               "duration_before_resume_s": result.seconds_before_resume}
     else:
         out = {"status": "completed", "value": evaluate(cfg.objective, encoding, space.cardinalities),
                "curve": [], "error": None}
-    # when it ran (wall clock), so schedules can be checked: overlap, idle workers
-    out.update(duration_s=time.perf_counter() - start, started_at=started_at, ended_at=time.time())
+    # when it ran (wall clock), so schedules can be checked: overlap, idle workers; duration_s is
+    # the whole trial's, earlier attempts of a resumed one included
+    out.update(duration_s=time.perf_counter() - start + out.get("duration_before_resume_s", 0.0),
+               started_at=started_at, ended_at=time.time())
     return out

@@ -225,6 +225,9 @@ def _run_synchronous(run: _SearchRun, launcher: Launcher, batch_size: int) -> No
             run.finish(trial, ret)
 
 
+LAUNCH_THREAD = "launch of trial "  # the name of each thread of `_launch_one`, then the number
+
+
 def _launch_one(launcher: Launcher, job: list[str], trial: Trial, results: queue.Queue) -> None:
     """One job through the (blocking) launcher, in its own thread; the outcome goes to `results`."""
     try:
@@ -256,7 +259,7 @@ def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None
             for trial, job in zip(batch, run.start(batch) if batch else []):
                 # daemon: a killed or interrupted sweeper must not wait for its jobs to end
                 threading.Thread(target=_launch_one, args=(launcher, job, trial, results),
-                                 daemon=True).start()
+                                 name=f"{LAUNCH_THREAD}{trial.number}", daemon=True).start()
                 in_flight += 1
         if in_flight == 0:
             break

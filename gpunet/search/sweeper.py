@@ -23,6 +23,7 @@ from gpunet.errors import ConfigError
 from gpunet.search.grid import GridPoint, grid_label, grid_points
 from gpunet.search.loop import TooManyFailures, check_journal, load_tier_pool, open_journal, run_search
 from gpunet.search.outputs import write_comparison, write_outputs
+from gpunet.search.summary import format_comparison, format_summary, hub_line, report, resume_line_on_ctrl_c
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,11 @@ class SearchSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
+        self.current_dir: Path | None = None  # the search running now: Ctrl-C names its journal
+        with resume_line_on_ctrl_c(lambda: self.current_dir):
+            return self._sweep(arguments)
+
+    def _sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None
         points = grid_points(arguments)
         configs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(p.overrides))
@@ -133,6 +139,7 @@ class SearchSweeper(Sweeper):
             OmegaConf.save(self.config, grid_dir / "multirun.yaml")
         results: dict[str, list] = {}
         for point, cfg, search_dir in zip(points, configs, dirs):
+            self.current_dir = search_dir
             batch, why = choose_batch_size(cfg)
             asynchronous = is_asynchronous(cfg, self.launcher)
             check_journal(cfg, search_dir)  # refuses another search's directory, before any build
@@ -142,24 +149,32 @@ class SearchSweeper(Sweeper):
             OmegaConf.save(cfg, search_dir / "search.yaml", resolve=False)
             with open_dict(self.config):  # launchers create (and submitit fills) their
                 self.config.hydra.sweep.dir = str(search_dir)  # configured sweep dir: this one
-            log.info("search %s in %s: batch size %d (%s), %s", point.label, search_dir, batch, why,
+            log.info("search%s in %s: batch size %d (%s), %s",  # a grid's points say which they are
+                     f" {point.label}" if len(points) > 1 else "", search_dir, batch, why,
                      f"asynchronous: {batch} jobs in flight" if asynchronous else "synchronous rounds")
             try:
                 trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch,
                                     pool=pool, journal=journal, asynchronous=asynchronous)
             except TooManyFailures as stop:
-                write_outputs(search_dir, stop.trials, cfg, self.launcher, point.overrides)  # keep what ran
+                best = write_outputs(search_dir, stop.trials, cfg, self.launcher,
+                                     point.overrides)  # keep what ran
+                why_stopped = "too many failed trials"
+                report(search_dir, format_summary(search_dir, stop.trials, cfg, best,
+                                                  hub_line(cfg, best, stopped=why_stopped), why_stopped))
                 raise
             best = write_outputs(search_dir, trials, cfg, self.launcher, point.overrides)
             if cfg.logger.name == "wandb":
                 from gpunet.search.wandb_summary import log_search_summary
 
                 log_search_summary(cfg, search_dir, trials, best)
+            update = None
             if best is not None and cfg.objective.name == "train" and cfg.hub.add:
                 from gpunet.hub.table import add_search_result
 
-                add_search_result(cfg, best)
+                update = add_search_result(cfg, best)
+            report(search_dir, format_summary(search_dir, trials, cfg, best, hub_line(cfg, best, update)))
             results[str(search_dir)] = trials
         if grid_dir is not None:
             write_comparison(grid_dir, {d.name: results[str(d)] for d in dirs})
+            print(format_comparison(grid_dir, len(dirs)), flush=True)
         return results

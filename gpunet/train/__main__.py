@@ -44,8 +44,8 @@ def train(cfg: DictConfig) -> float | None:
     result = fit_candidate(cfg, spec, output_dir)
     if result.status == "failed":
         raise RunFailed(f"training {cfg.arch} failed after {result.epochs} epochs: {result.error}")
-    log.info("%s: %s after %d epochs (checkpoint %s)", cfg.arch, result.status, result.epochs,
-             result.checkpoint)
+    log.info("%s: %s after %d epochs (checkpoint %s, best epoch's weights %s)", cfg.arch, result.status,
+             result.epochs, result.checkpoint, result.best_weights)
     log.info("rank %d of %d: best val top-1 %s, curve %s", result.rank, result.world_size,
              result.best_top1, result.curve)
     if result.rank == 0:

@@ -6,14 +6,17 @@ resumed run has its whole curve and a pruned run stays pruned. Under DDP every r
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from gpunet.console import PlainProgress
@@ -112,6 +115,54 @@ class MedianStopping(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pruned = bool(state_dict["pruned"])
+
+
+class RunClock(Callback):
+    """A run's time across attempts. Its state in each checkpoint is the seconds spent so far
+    (earlier attempts included), so a run resumed from last.ckpt knows what came before:
+    `before_resume` (0 for a fresh run) plus this attempt's time is the whole duration. The time
+    an interrupted attempt spent after its last checkpoint is not counted (it is redone)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.before_resume = 0.0
+
+    @property
+    def seconds(self) -> float:
+        """Earlier attempts' time (to their last checkpoint) plus this attempt's so far."""
+        return self.before_resume + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "before_resume": self.before_resume}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before_resume = float(state_dict["seconds"])
+
+
+class BestWeights(Callback):
+    """The validated weights (the EMA's when EMA is on) of the best epoch so far, weights only:
+    `{"state_dict_ema": ...}` at `path`, which timm's `checkpoint_path=` loads. Written by rank 0
+    (temp file, then rename) after each validation that beats the curve's earlier epochs; it
+    reads the curve of `recorder` (which runs before it), so a resumed run keeps its best."""
+
+    def __init__(self, recorder: CurveRecorder, path: Path) -> None:
+        self.recorder, self.path = recorder, Path(path)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        curve = self.recorder.curve
+        if trainer.sanity_checking or not curve or curve[-1] <= max(curve[:-1], default=-math.inf):
+            return
+        if trainer.is_global_zero:
+            weights = getattr(pl_module, "eval_model", pl_module).state_dict()
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+            try:
+                torch.save({"state_dict_ema": weights, "epoch": trainer.current_epoch,
+                            CURVE_METRIC: curve[-1]}, tmp)
+                os.replace(tmp, self.path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
 
 class EpochProgress(Callback):
     """Training progress as one plain line per epoch (where no progress bar is drawn): epochs done,

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpunet.console import is_terminal, route_lightning_logs
 from gpunet.space.spec import NetworkSpec
-from gpunet.train.callbacks import CURVE_METRIC, CurveRecorder, EpochProgress, MedianStopping
+from gpunet.train.callbacks import BestWeights, CurveRecorder, EpochProgress, MedianStopping, RunClock
 from gpunet.train.data import build_datamodule
 from gpunet.train.loggers import build_loggers
 from gpunet.train.module import CandidateModule
@@ -33,7 +33,7 @@ from gpunet.train.recipe import precision
 
 Status = Literal["completed", "failed", "pruned"]
 LAST_CKPT = "last.ckpt"
-BEST_CKPT = "best.ckpt"
+BEST_WEIGHTS = "best.pth"  # weights only: the best epoch's validated weights
 CURVE_FILE = "curve.json"
 
 
@@ -42,7 +42,11 @@ class TrainResult:
     """What a search records about a trial. `best_top1` is the best val top-1 so far, a fraction
     in [0, 1] (of the EMA weights when EMA is on), None when no epoch finished; `curve` is the val
     top-1 after each epoch. `rank` of `world_size` is the process that returned it (DDP runs one
-    per device, and all of them return the same result)."""
+    per device, and all of them return the same result). `checkpoint` is last.ckpt (what a run
+    resumes from; timm's `checkpoint_path=` loads its final validated weights); `best_weights` is
+    best.pth (the best epoch's, weights only) when cfg.best_weights asks for it.
+    `seconds_before_resume` is the training time of earlier attempts of a resumed run (0 for a
+    fresh one), carried in the checkpoint."""
 
     status: Status
     best_top1: float | None
@@ -53,6 +57,8 @@ class TrainResult:
     num_classes: int | None = None  # of the data, so the search can rebuild the trained head
     rank: int = 0
     world_size: int = 1
+    best_weights: Path | None = None
+    seconds_before_resume: float = 0.0
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -62,21 +68,22 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[CurveRecorder, MedianStopping | None,
-                                                                 ModelCheckpoint, list]:
-    """Curve, optional median stopping (after the curve: it reads it), the best checkpoint, then
-    last.ckpt every epoch (Lightning's save_last only follows top-k saves, so it is its own
-    callback; it comes after the best one so it holds the best one's up-to-date state)."""
+                                                                 RunClock, list]:
+    """Curve, optional median stopping (after the curve: it reads it), the run's clock, the best
+    epoch's weights (best.pth, weights only, when cfg.best_weights; after the curve: it reads it),
+    then last.ckpt every epoch (Lightning's save_last only follows top-k saves, so it is its own
+    callback): the one checkpoint, which a run resumes from."""
     recorder = CurveRecorder(output_dir / CURVE_FILE)
+    clock = RunClock()
     stop = cfg.early_stop
     stopper = (MedianStopping(recorder, Path(stop.journal), stop.grace_epochs, stop.min_completed)
                if stop.journal else None)
-    best = ModelCheckpoint(dirpath=output_dir, filename=BEST_CKPT.removesuffix(".ckpt"), monitor=CURVE_METRIC,
-                           mode="max", save_top_k=1, enable_version_counter=False)
+    best = [BestWeights(recorder, output_dir / BEST_WEIGHTS)] if cfg.get("best_weights", True) else []
     last = ModelCheckpoint(dirpath=output_dir, filename=LAST_CKPT.removesuffix(".ckpt"), save_top_k=1,
                            enable_version_counter=False)
-    callbacks = [recorder, *([stopper] if stopper else []), best, last,
+    callbacks = [recorder, *([stopper] if stopper else []), clock, *best, last,
                  LearningRateMonitor(logging_interval="epoch")]
-    return recorder, stopper, best, callbacks
+    return recorder, stopper, clock, callbacks
 
 
 def train_batches(trainer: L.Trainer, train_size: int, batch_size: int) -> int:
@@ -100,7 +107,7 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
     datamodule = build_datamodule(cfg.data, cfg.recipe, resolution,
                                   pin_memory=cfg.device.accelerator == "gpu")
     module = CandidateModule(spec, datamodule.num_classes, cfg.recipe)
-    recorder, stopper, checkpoint, callbacks = build_callbacks(cfg, output_dir)
+    recorder, stopper, clock, callbacks = build_callbacks(cfg, output_dir)
     run_config = {**OmegaConf.to_container(cfg, resolve=True), "spec": spec.to_dict(),
                   "resolution": resolution}
     loggers = build_loggers(cfg.logger, output_dir, run_config, spec.name or output_dir.name)
@@ -124,6 +131,7 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
             states = torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
             for callback in (recorder, *([stopper] if stopper else [])):
                 callback.load_state_dict(states[callback.state_key])
+            clock.before_resume = float(states.get(clock.state_key, {}).get("before_resume", 0.0))
         if stopper is not None and stopper.pruned:
             status = "pruned"
     except Exception as err:
@@ -140,7 +148,8 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    best = output_dir / BEST_WEIGHTS
     curve = recorder.curve
     return TrainResult(status, max(curve) if curve else None, list(curve), len(curve), error,
-                       best if best and best.is_file() else None, datamodule.num_classes, rank, world_size)
+                       last if last.is_file() else None, datamodule.num_classes, rank, world_size,
+                       best if best.is_file() else None, clock.before_resume)

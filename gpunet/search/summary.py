@@ -1,0 +1,167 @@
+"""What a search says when it ends: a summary of the search, or after Ctrl-C how to resume it.
+
+The summary is printed to the console and written to `summary.txt` in the search's directory:
+the trials by status, the best network (its value at full precision, estimated and measured
+latency, params), where best.yaml, results.csv and the plots are, and what happened in the model
+hub (added, replaced or kept, and why). A grid prints one per search, then where its comparison
+is.
+
+Ctrl-C in the sweeper prints one line (how many trials finished, how many were in flight, and
+that re-running the same command resumes from the journal) and exits with 130, without a
+traceback. While the sweeper runs, SIGINT raises `SearchInterrupted` instead of
+KeyboardInterrupt: with the basic launcher a candidate trains inside the sweeper's process, and
+Lightning answers a KeyboardInterrupt with its own shutdown message and exit(1).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from gpunet.search.journal import Journal, Trial
+from gpunet.search.loop import LAUNCH_THREAD
+
+SUMMARY_FILE = "summary.txt"
+PLOTS = ("convergence.png", "latency_vs_accuracy.png")
+
+
+def status_counts(trials: list[Trial]) -> dict[str, int]:
+    """Trials by status: completed, pruned, failed, and running (in flight, or interrupted)."""
+    counts = dict.fromkeys(("completed", "pruned", "failed", "running"), 0)
+    for trial in trials:
+        counts[trial.status] = counts.get(trial.status, 0) + 1
+    return counts
+
+
+def hub_line(cfg: DictConfig, best: dict[str, Any] | None, update: Any = None,
+             stopped: str | None = None) -> str:
+    """What happened in the model hub: `update` is add_search_result's answer, when it ran."""
+    if update is not None:
+        return str(update)
+    if cfg.objective.name != "train":
+        return f"not added: objective={cfg.objective.name} (only objective=train adds to the hub)"
+    if stopped is not None:
+        return f"not added: the search stopped ({stopped})"
+    if not cfg.hub.add:
+        return "not added: hub.add=false"
+    if best is None:
+        return "not added: no trial finished with a value"
+    return "not added"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f} ms"
+
+
+def format_summary(search_dir: Path, trials: list[Trial], cfg: DictConfig,
+                   best: dict[str, Any] | None, hub: str, stopped: str | None = None) -> str:
+    """The summary of one search (see the module's docstring); `best` is best.yaml's content."""
+    search_dir = Path(search_dir).resolve()
+    counts = status_counts(trials)
+    finished = counts["completed"] + counts["pruned"] + counts["failed"]
+    head = f"search stopped ({stopped})" if stopped else "search finished"
+    lines = [f"{head}: {search_dir}",
+             f"  trials: {finished} of {int(cfg.search.n_trials)} finished: {counts['completed']} "
+             f"completed, {counts['pruned']} pruned, {counts['failed']} failed"
+             + (f" ({counts['running']} interrupted)" if counts["running"] else "")]
+    if best is None:
+        lines.append("  best: none (no trial finished with a value)")
+    else:
+        metric = "val_top1" if cfg.objective.name == "train" else f"{cfg.objective.name}_value"
+        measured = best.get("measured_latency_ms")
+        where = best.get("latency_context") or {}
+        lines += [f"  best: trial {best['trial']}, {metric} = {float(best[metric])!r}",
+                  f"  latency: estimated {_ms(best.get('est_latency_ms'))}, measured "
+                  + (_ms(measured) if measured is not None else "n/a (see measured_latency_note "
+                     "in best.yaml)")
+                  + (f" ({where.get('backend')} on {where.get('device')})" if where else ""),
+                  f"  params: {int(best['params']):,} (MACs {int(best['macs']):,})",
+                  f"  best.yaml: {search_dir / 'best.yaml'} (network: {best.get('onnx', 'best.onnx')})"]
+    lines += [f"  results.csv: {search_dir / 'results.csv'}",
+              "  plots: " + ", ".join(str(search_dir / name) for name in PLOTS),
+              f"  hub: {hub}"]
+    return "\n".join(lines)
+
+
+def report(search_dir: Path, text: str) -> None:
+    """Print a summary and keep it in the search's directory."""
+    print(text, flush=True)
+    (Path(search_dir) / SUMMARY_FILE).write_text(text + "\n")
+
+
+def format_comparison(grid_dir: Path, searches: int) -> str:
+    grid_dir = Path(grid_dir).resolve()
+    return (f"grid of {searches} searches compared: {grid_dir / 'comparison.csv'}, "
+            f"{grid_dir / 'comparison.png'}")
+
+
+class SearchInterrupted(BaseException):
+    """SIGINT (Ctrl-C) while a search runs. Not a KeyboardInterrupt: Lightning, training in the
+    sweeper's process, turns that into its own message and exit(1); this it re-raises."""
+
+
+def interrupted_line(search_dir: Path | None) -> str:
+    """The one line Ctrl-C leaves: what finished, what was in flight, how to resume."""
+    if search_dir is None:
+        return "interrupted before a search started; re-run the same command to start it"
+    journal = Journal(Path(search_dir).resolve() / "journal.jsonl")
+    if not journal.path.is_file():
+        return (f"interrupted before the first trial of {journal.path.parent}; re-run the same "
+                "command to start it")
+    counts = status_counts(list(journal.load().values()))
+    finished = counts["completed"] + counts["pruned"] + counts["failed"]
+    return (f"interrupted: {finished} trials finished, {counts['running']} in flight; re-run the "
+            f"same command to resume (journal: {journal.path})")
+
+
+def _stop_workers(timeout_s: float = 5.0) -> None:
+    """Terminate this process's multiprocessing children (joblib's loky workers): their jobs
+    were interrupted too (they run again on resume), and they must not keep writing. Then give
+    the threads that waited on them (the asynchronous schedule's launches) a moment to finish
+    their launcher's clean-up, so that it does not race the interpreter's exit."""
+    deadline = time.monotonic() + timeout_s
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+    for thread in threading.enumerate():
+        if thread.name.startswith(LAUNCH_THREAD):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+@contextmanager
+def resume_line_on_ctrl_c(current_dir: Callable[[], Path | None]) -> Iterator[None]:
+    """Around the sweeper's work: Ctrl-C prints `interrupted_line(current_dir())` to stderr,
+    stops the local worker processes and exits with 130 (128 + SIGINT), without a traceback."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise SearchInterrupted
+
+    try:
+        previous = signal.signal(signal.SIGINT, interrupt)
+    except ValueError:  # not the main thread: KeyboardInterrupt is still caught below
+        previous = None
+    interrupted = False
+    try:
+        yield
+    except (KeyboardInterrupt, SearchInterrupted):
+        interrupted = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        print(interrupted_line(current_dir()), file=sys.stderr, flush=True)
+        _stop_workers()
+        raise SystemExit(130) from None
+    finally:
+        if previous is not None and not interrupted:
+            signal.signal(signal.SIGINT, previous)
