@@ -176,3 +176,19 @@ def test_a_second_job_of_a_trial_waits_for_the_first(tmp_path, caplog):
         assert release.is_set()  # the lock came only after the first job let it go
     holder.join(30)
     assert "another job of this trial still runs" in caplog.text and f"pid {holder.pid}" in caplog.text
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    import matplotlib.pyplot as plt
+
+    from gpunet.latency.io import save_figure, write_json
+
+    umask = os.umask(0o022)
+    try:
+        written = [write_json(tmp_path / "r.json", {"a": 1}), save_figure(plt.figure(), tmp_path / "f.png")]
+    finally:
+        os.umask(umask)
+    assert [oct(p.stat().st_mode & 0o777) for p in written] == ["0o644", "0o644"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png", "r.json"]  # no temp files left
