@@ -411,12 +411,7 @@ class SweeperCrashed(AssertionError):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [
     "asynchronous",
-    pytest.param("synchronous", marks=pytest.mark.xfail(strict=True, raises=SweeperCrashed, reason=(
-        "gpunet/search/loop.py _run_synchronous: a job that ends without a result (scancel, node "
-        "failure, out of time without requeue) makes Hydra's submitit launcher raise "
-        "UncompletedJobError out of launcher.launch(), which the synchronous loop does not catch: "
-        "the search exits 1 without results.csv (the asynchronous loop records the trial failed). "
-        "For the owner of gpunet/search."))),
+    "synchronous",
 ])
 def test_a_job_cancelled_on_the_cluster_is_recorded_failed(slurm, shared, tmp_path, mode):
     """`scancel` of a running trial's job: the trial is recorded failed with SLURM's state and

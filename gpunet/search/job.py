@@ -80,8 +80,10 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
         return measure_latency(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     with one_job_per_trial(output_dir, int(cfg.trial.number)):
-        earlier = _earlier_result(output_dir, list(cfg.trial.encoding))
+        earlier = saved_result(output_dir, list(cfg.trial.encoding))
         if earlier is not None:
+            log.info("trial %d was finished by an earlier job (its sweeper never recorded it): "
+                     "not running it again", int(cfg.trial.number))
             return earlier
         out = _evaluate_candidate(cfg, output_dir)
         encoding = [int(x) for x in cfg.trial.encoding]  # before the lock is released:
@@ -112,17 +114,16 @@ def one_job_per_trial(output_dir: Path, number: int) -> Iterator[None]:
         yield
 
 
-def _earlier_result(output_dir: Path, encoding: list[int]) -> dict[str, Any] | None:
-    """The result an earlier job of this trial finished with (its sweeper died before recording
-    it): returned as is, so nothing runs twice."""
+def saved_result(output_dir: Path, encoding: list[int]) -> dict[str, Any] | None:
+    """What a job of this trial returned, as it saved it in the trial's directory: for a job of a
+    re-run sweeper (the first sweeper died before recording it), or for a sweeper whose launcher
+    lost the job's return (a cluster job array with one task cancelled). None when no job of this
+    candidate finished."""
     path = output_dir / RESULT_FILE
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    if saved.get("encoding") != [int(x) for x in encoding]:
-        return None
-    log.info("trial result found in %s (an earlier job finished it): not running it again", path)
-    return saved["result"]
+    return saved["result"] if saved.get("encoding") == [int(x) for x in encoding] else None
 
 
 def _evaluate_candidate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:

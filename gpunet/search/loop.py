@@ -93,6 +93,11 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def trial_dir(search_dir: Path, trial: Trial) -> Path:
+    """Where a trial's job runs (fixed per trial number)."""
+    return search_dir / "trials" / f"{trial.number:04d}"
+
+
 def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path,
                   early_stopping: bool, wandb_group: bool) -> list[str]:
     """The overrides of one trial's job: the search's own, the candidate, and its directory
@@ -101,8 +106,8 @@ def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path,
                  f"trial.number={trial.number}",
                  f"trial.encoding=[{','.join(str(int(x)) for x in trial.encoding)}]",
                  f"search.dir={_quote(str(search_dir))}",
-                 f"hydra.sweep.dir={_quote(str(search_dir / 'trials'))}",
-                 f"hydra.sweep.subdir={trial.number:04d}"]
+                 f"hydra.sweep.dir={_quote(str(trial_dir(search_dir, trial).parent))}",
+                 f"hydra.sweep.subdir={trial_dir(search_dir, trial).name}"]
     if early_stopping:
         overrides.append(f"early_stop.journal={_quote(str(search_dir / 'journal.jsonl'))}")
     if wandb_group:  # the trials' W&B runs share the search's group
@@ -220,7 +225,13 @@ def _run_synchronous(run: _SearchRun, launcher: Launcher, batch_size: int) -> No
             return
         jobs = run.start(batch)
         with run.progress.suspended():  # the round's jobs (in this process: basic) own the terminal
-            returns = launcher.launch(jobs, initial_job_idx=batch[0].job)
+            try:
+                returns = launcher.launch(jobs, initial_job_idx=batch[0].job)
+            except Exception as err:  # noqa: BLE001 - e.g. submitit's UncompletedJobError when a
+                # cluster job ends without a result: the launcher loses the whole round, so take
+                # each trial's result from its directory, and record the others failed
+                returns = [_saved_return(run.search_dir, trial) or _failed_return(err)
+                           for trial in batch]
         for trial, ret in zip(batch, returns, strict=True):
             run.finish(trial, ret)
 
@@ -233,9 +244,26 @@ def _launch_one(launcher: Launcher, job: list[str], trial: Trial, results: queue
     try:
         results.put((trial, launcher.launch([job], initial_job_idx=trial.job)[0]))
     except BaseException as err:  # noqa: BLE001 - a launcher error is this trial's failure
-        ret = JobReturn(status=JobStatus.FAILED)
-        ret.return_value = err
-        results.put((trial, ret))
+        results.put((trial, _failed_return(err)))
+
+
+def _saved_return(search_dir: Path, trial: Trial) -> JobReturn | None:
+    """The return a trial's job saved in its directory (gpunet.search.job), if it finished."""
+    from gpunet.search.job import saved_result
+
+    result = saved_result(trial_dir(search_dir, trial), trial.encoding)
+    if result is None:
+        return None
+    ret = JobReturn(status=JobStatus.COMPLETED)
+    ret.return_value = result
+    return ret
+
+
+def _failed_return(err: BaseException) -> JobReturn:
+    """What a job that never returned (its launcher raised) is recorded as."""
+    ret = JobReturn(status=JobStatus.FAILED)
+    ret.return_value = err
+    return ret
 
 
 def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None:
