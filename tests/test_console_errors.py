@@ -88,6 +88,14 @@ def test_an_empty_tier_is_one_line_and_leaves_no_sweep_dir(shared, tiny_table, t
     assert not sweep.exists()  # no journal, no search.yaml: the next command starts clean
 
 
+def test_a_grid_over_an_empty_tier_leaves_no_directory(shared, tiny_table, tmp_path):
+    grid = tmp_path / "grid"
+    out = run(search_cmd(shared, grid, "tier.target_ms=50", "tier.tolerance_ms=1", "seed=0,1"),
+              tmp_path)
+    assert_one_line_error(out, "holds none of")
+    assert not grid.exists()  # neither the grid's multirun.yaml nor a point's directory
+
+
 @pytest.mark.parametrize("n_trials", ["-3", "0"])
 def test_a_budget_of_no_trials_is_refused_at_start(shared, tmp_path, n_trials):
     sweep = tmp_path / "s"

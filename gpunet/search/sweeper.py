@@ -134,9 +134,6 @@ class SearchSweeper(Sweeper):
         for cfg in configs:  # nonsense numbers are refused before anything is built or written
             check_search(cfg)
         dirs, grid_dir = search_dirs(self.config, points, configs)
-        if grid_dir is not None:
-            grid_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(self.config, grid_dir / "multirun.yaml")
         results: dict[str, list] = {}
         for point, cfg, search_dir in zip(points, configs, dirs):
             self.current_dir = search_dir
@@ -174,7 +171,9 @@ class SearchSweeper(Sweeper):
                 update = add_search_result(cfg, best)
             report(search_dir, format_summary(search_dir, trials, cfg, best, hub_line(cfg, best, update)))
             results[str(search_dir)] = trials
-        if grid_dir is not None:
+        if grid_dir is not None:  # made once every search ran: a failed grid leaves none
+            grid_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, grid_dir / "multirun.yaml")
             write_comparison(grid_dir, {d.name: results[str(d)] for d in dirs})
             print(format_comparison(grid_dir, len(dirs)), flush=True)
         return results
