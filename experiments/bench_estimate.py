@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gpunet.latency.estimate import estimate_encodings, estimate_spec
-from gpunet.latency.io import write_json, write_text
+from gpunet.files import write_json, write_text
 from gpunet.latency.space_keys import reach
 from gpunet.latency.table import LatencyTable
 from gpunet.latency.timing import Timing

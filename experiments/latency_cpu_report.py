@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gpunet.latency.build import build_table, table_path
-from gpunet.latency.io import write_json, write_text
+from gpunet.files import write_json, write_text
 from gpunet.latency.stratify import stratify
 from gpunet.latency.validate import validate
 from gpunet.paths import CONF_DIR

@@ -183,7 +183,7 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
 
     import matplotlib.pyplot as plt
 
-    from gpunet.latency.io import save_figure, write_json
+    from gpunet.files import save_figure, write_json
 
     umask = os.umask(0o022)
     try:

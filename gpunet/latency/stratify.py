@@ -26,7 +26,7 @@ from gpunet.checks import check_latency
 from gpunet.errors import ConfigError, GpunetError, one_line_errors
 from gpunet.latency.build import ensure_table, plain
 from gpunet.latency.estimate import estimate_encodings
-from gpunet.latency.io import save_figure, write_json
+from gpunet.files import save_figure, write_json
 from gpunet.latency.table import LatencyTable
 from gpunet.paths import CONF_DIR
 from gpunet.space.sampling import sobol_encodings

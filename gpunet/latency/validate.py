@@ -28,7 +28,7 @@ from gpunet.errors import one_line_errors
 from gpunet.latency.backends import create_backend
 from gpunet.latency.build import ensure_table, plain
 from gpunet.latency.estimate import sum_encodings
-from gpunet.latency.io import save_figure, write_json, write_text
+from gpunet.files import save_figure, write_json, write_text
 from gpunet.latency.table import Calibration, LatencyTable
 from gpunet.latency.timing import summarize
 from gpunet.paths import CONF_DIR

@@ -25,7 +25,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from gpunet.latency.io import write_json
+from gpunet.files import write_json
 from gpunet.space import encoding_to_spec, space_from_config
 
 log = logging.getLogger(__name__)
