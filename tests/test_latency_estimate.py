@@ -110,8 +110,8 @@ def test_any_network_spec_such_as_nvidia_gpunet_is_estimated(tmp_path):
 
 @pytest.mark.parametrize("bad, match", [
     (np.zeros((3, 40), dtype=np.int64), r"shape \(N, 41\)"),
-    (np.zeros((3, 41)), "integer array"),
-    (np.full((2, 41), 5), r"digit 0 \(resolution\) is 5, allowed 0..2"),
+    (np.zeros((3, 41)), "integer dtype"),
+    (np.full((2, 41), 5), r"digit 0 \(resolution\) is 5, out of range; allowed 0..2"),
 ])
 def test_bad_encodings_are_refused(cpu_table, bad, match):
     with pytest.raises(ValueError, match=match):

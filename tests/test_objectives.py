@@ -91,7 +91,7 @@ def test_config_knobs_are_used() -> None:
         (lambda: make_objective({"bounds": [0, 1]}, CARD), "has no 'name'"),
         (lambda: make_objective({"name": "ackley", "noise": 1}, CARD), r"knob\(s\) \['noise'\]"),
         (lambda: evaluate_objective("ackley", [3, 0, 0, 0, 0], CARD), "digit 0 is 3"),
-        (lambda: evaluate_objective("ackley", [0, 0, 0], CARD), r"expected \(n, 5\)"),
+        (lambda: evaluate_objective("ackley", [0, 0, 0], CARD), r"shape \(N, 5\)"),
         (lambda: evaluate_objective("ackley", [0.5, 0, 0, 0, 0], CARD), "integer dtype"),
     ],
 )

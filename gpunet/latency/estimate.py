@@ -18,7 +18,7 @@ from gpunet.errors import GpunetError
 from gpunet.latency.keys import Probe, head_key_of, layer_key_of, spec_probes
 from gpunet.latency.space_keys import StageReach, reach
 from gpunet.latency.table import Calibration, LatencyTable
-from gpunet.space.encoding import encoding_to_spec
+from gpunet.space.encoding import check_space_encodings, encoding_to_spec
 from gpunet.space.space import SearchSpace, StageSpace
 from gpunet.space.spec import NetworkSpec
 
@@ -135,26 +135,13 @@ def _positions(values: tuple[int, ...], x: np.ndarray, what: str) -> np.ndarray:
     return out
 
 
-def _check_encodings(space: SearchSpace, X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] != space.length or not np.issubdtype(X.dtype, np.integer):
-        raise ValueError(f"encodings of space {space.name!r} are an integer array of shape "
-                         f"(N, {space.length}), got {X.dtype} {X.shape}")
-    if len(X) and ((X.min(axis=0) < 0).any() or (X.max(axis=0) >= space.cardinalities).any()):
-        row, col = np.argwhere((X < 0) | (X >= space.cardinalities))[0]
-        digit = space.digits[col]
-        raise ValueError(f"encoding row {row}: digit {col} ({digit.meaning}) is {X[row, col]}, "
-                         f"allowed 0..{len(digit.choices) - 1}")
-    return X
-
-
 def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
                   num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sum of entries in ns, number of entries) of every row of X; int64 arrays of shape (N,).
 
     The head classifies `num_classes` classes (None: `table.num_classes`).
     """
-    X = _check_encodings(space, X)
+    X = check_space_encodings(space, X)
     num_classes = table.num_classes if num_classes is None else int(num_classes)
     medians = table.medians_ns()
     r = reach(space, num_classes)

@@ -21,6 +21,8 @@ from botorch.test_functions.synthetic import (
     SyntheticTestFunction,
 )
 
+from gpunet.space.encoding import check_encodings
+
 FUNCTIONS: dict[str, type[SyntheticTestFunction]] = {
     "ackley": Ackley,
     "levy": Levy,
@@ -29,27 +31,9 @@ FUNCTIONS: dict[str, type[SyntheticTestFunction]] = {
 }
 
 
-def check_encodings(encodings: np.ndarray, cardinalities: np.ndarray) -> np.ndarray:
-    """Return `encodings` as an (n, D) int64 array, or raise naming the first bad digit."""
-    enc = np.asarray(encodings)
-    if enc.ndim == 1:
-        enc = enc[None, :]
-    card = np.asarray(cardinalities)
-    if enc.ndim != 2 or enc.shape[1] != card.shape[0]:
-        raise ValueError(
-            f"encodings have shape {np.shape(encodings)}; expected (n, {card.shape[0]}) "
-            "to match the cardinalities"
-        )
-    if not np.issubdtype(enc.dtype, np.integer):
-        raise ValueError(f"encodings have dtype {enc.dtype}; expected an integer dtype")
-    bad = (enc < 0) | (enc >= card)
-    if bad.any():
-        row, digit = np.argwhere(bad)[0]
-        raise ValueError(
-            f"encoding row {row} digit {digit} is {enc[row, digit]}; allowed values are "
-            f"0..{card[digit] - 1} (cardinality {card[digit]})"
-        )
-    return enc.astype(np.int64, copy=False)
+def _rows(encodings: np.ndarray, cardinalities: np.ndarray) -> np.ndarray:
+    """An (n, D) array or one row of encodings, checked, as int64 (n is small here)."""
+    return check_encodings(np.atleast_2d(encodings), cardinalities).astype(np.int64, copy=False)
 
 
 class SyntheticObjective:
@@ -87,14 +71,14 @@ class SyntheticObjective:
 
     def to_box(self, encodings: np.ndarray) -> torch.Tensor:
         """Map digits onto the common box; a digit with a single choice sits at the centre."""
-        enc = check_encodings(encodings, self.cardinalities)
+        enc = _rows(encodings, self.cardinalities)
         span = np.maximum(self.cardinalities - 1, 1)
         unit = np.where(self.cardinalities > 1, enc / span, 0.5)
         return torch.as_tensor(self.lower + (self.upper - self.lower) * unit, dtype=torch.double)
 
     def __call__(self, encodings: np.ndarray) -> np.ndarray:
         """Values to maximise for an (n, D) array (or one row) of encodings; shape (n,)."""
-        enc = check_encodings(encodings, self.cardinalities)
+        enc = _rows(encodings, self.cardinalities)
         values = -self._function.evaluate_true(self.to_box(enc)).numpy()
         if self.noise_std > 0:
             noise = [np.random.default_rng([self.seed, *row]).normal() for row in enc]

@@ -43,8 +43,39 @@ class Architecture:
         return asdict(self)
 
 
+def check_encodings(encodings: np.ndarray, cardinalities: Sequence[int] | np.ndarray,
+                    what: str = "encodings",
+                    digit_names: Sequence[str] | None = None) -> np.ndarray:
+    """Check an (N, D) integer array of encodings against the D digits' cardinalities; return it
+    as an array (its dtype kept: pools are int16 and large). The one validator of encoding arrays:
+    a ConfigError names the shape, the dtype, or the first digit out of range and a row holding it
+    (`digit_names[d]` says what digit d means, when given)."""
+    enc = np.asarray(encodings)
+    card = np.asarray(cardinalities)
+    if enc.ndim != 2 or enc.shape[1] != card.size:
+        raise ConfigError(f"{what}: shape {enc.shape}; expected an integer array of shape "
+                          f"(N, {card.size}), one column per digit")
+    if not np.issubdtype(enc.dtype, np.integer):
+        raise ConfigError(f"{what}: dtype {enc.dtype}; expected an integer dtype (e.g. int16)")
+    if len(enc):  # column extremes first: one pass over a large pool when all is well
+        bad_digits = np.flatnonzero((enc.min(axis=0) < 0) | (enc.max(axis=0) >= card))
+        if bad_digits.size:
+            d = int(bad_digits[0])
+            row = int(np.flatnonzero((enc[:, d] < 0) | (enc[:, d] >= card[d]))[0])
+            name = f" ({digit_names[d]})" if digit_names is not None else ""
+            raise ConfigError(f"{what} row {row}: digit {d}{name} is {enc[row, d]}, out of range; "
+                              f"allowed 0..{card[d] - 1}")
+    return enc
+
+
+def check_space_encodings(space: SearchSpace, encodings: np.ndarray) -> np.ndarray:
+    """`check_encodings` against `space`'s digits, naming them."""
+    return check_encodings(encodings, space.cardinalities, f"encodings of space {space.name!r}",
+                           [d.meaning for d in space.digits])
+
+
 def validate(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Check an encoding and return it as int64; a ValueError names the first bad digit."""
+    """Check one encoding and return it as int64; a ConfigError names the first bad digit."""
     digits = space.digits
     values = np.asarray(vector, dtype=object) if not isinstance(vector, (str, bytes)) else None
     if values is None or values.ndim != 1:
@@ -52,19 +83,14 @@ def validate(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> np.ndarr
     if len(values) != len(digits):
         raise ConfigError(f"an encoding of search space {space.name!r} has {len(digits)} digits, "
                           f"got {len(values)}")
-    out = np.empty(len(digits), dtype=np.int64)
     for digit, value in zip(digits, values):
-        allowed = f"allowed 0..{len(digit.choices) - 1} (an index into {list(digit.choices)})"
         integral = isinstance(value, numbers.Integral) or (
             isinstance(value, numbers.Real) and float(value).is_integer())
         if isinstance(value, (bool, np.bool_)) or not integral:
             raise ConfigError(f"digit {digit.position} ({digit.meaning}) is {value!r}, not an "
-                              f"integer; {allowed}")
-        if not 0 <= int(value) < len(digit.choices):
-            raise ConfigError(f"digit {digit.position} ({digit.meaning}) is {int(value)}, out of "
-                              f"range; {allowed}")
-        out[digit.position] = int(value)
-    return out
+                              f"integer; allowed 0..{len(digit.choices) - 1} (an index into "
+                              f"{list(digit.choices)})")
+    return check_space_encodings(space, values.astype(np.int64)[None, :])[0]
 
 
 def decode(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> Architecture:

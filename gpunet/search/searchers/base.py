@@ -16,28 +16,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpunet.space.encoding import check_encodings
+
 
 def check_pool(pool: np.ndarray, cardinalities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate an (N, D) integer pool against (D,) cardinalities; return both as arrays."""
-    pool = np.asarray(pool)
     card = np.asarray(cardinalities)
     if card.ndim != 1 or card.size == 0 or not np.issubdtype(card.dtype, np.integer):
         raise ValueError(f"cardinalities must be a non-empty 1-D integer array, got {card!r}")
     if (card < 1).any():
         raise ValueError(f"cardinalities {card.tolist()} must all be >= 1")
-    if pool.ndim != 2 or pool.shape[1] != card.size:
-        raise ValueError(f"pool has shape {pool.shape}; expected (N, {card.size}) to match the cardinalities")
-    if not np.issubdtype(pool.dtype, np.integer):
-        raise ValueError(f"pool has dtype {pool.dtype}; expected an integer dtype (e.g. int16)")
-    if pool.shape[0]:
-        low, high = pool.min(axis=0), pool.max(axis=0)
-        bad = np.flatnonzero((low < 0) | (high >= card))
-        if bad.size:
-            d = bad[0]
-            raise ValueError(
-                f"pool digit {d} spans {low[d]}..{high[d]}; allowed is 0..{card[d] - 1} "
-                f"(cardinality {card[d]})"
-            )
+    pool = check_encodings(pool, card, "pool")
     return pool, card.astype(np.int64)
 
 
