@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
+from gpunet.datasets.fashion_mnist import fashion_mnist_datasets
 from gpunet.errors import ConfigError, NotFoundError
 from gpunet.train.recipe import build_transforms
 
@@ -116,7 +117,8 @@ def fake_datasets(data: DictConfig, recipe: DictConfig, resolution: int) -> Data
 
 
 BUILDERS: dict[str, Callable[[DictConfig, DictConfig, int], Datasets]] = {
-    "digits": digits_datasets, "imagefolder": imagefolder_datasets, "fake": fake_datasets}
+    "digits": digits_datasets, "imagefolder": imagefolder_datasets, "fake": fake_datasets,
+    "fashion_mnist": fashion_mnist_datasets}
 
 
 def build_datamodule(data: DictConfig, recipe: DictConfig, resolution: int,
