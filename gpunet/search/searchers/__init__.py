@@ -17,10 +17,15 @@ from gpunet.search.searchers.base import Searcher
 from gpunet.search.searchers.bo import BOSearcher
 from gpunet.search.searchers.evolution import EvolutionSearcher
 from gpunet.search.searchers.lamcts import LAMCTSSearcher
+from gpunet.search.searchers.local_search import LocalSearchSearcher
 from gpunet.search.searchers.random_search import RandomSearcher
+from gpunet.search.searchers.regularized_evolution import RegularizedEvolutionSearcher
+from gpunet.search.searchers.tpe import TPESearcher
 
 SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls for cls in (RandomSearcher, BOSearcher, LAMCTSSearcher, EvolutionSearcher)
+    cls.name: cls
+    for cls in (RandomSearcher, BOSearcher, LAMCTSSearcher, EvolutionSearcher)
+    + (TPESearcher, RegularizedEvolutionSearcher, LocalSearchSearcher)  # external baselines
 }
 
 
