@@ -30,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from gpunet import console
 from gpunet.checks import check_latency
 from gpunet.errors import ConfigError, one_line_errors
-from gpunet.latency.backends import BackendUnavailable, configured_context, context_matches, create_backend
 from gpunet.files import write_json
+from gpunet.latency.backends import BackendUnavailable, configured_context, context_matches, create_backend
 from gpunet.latency.keys import Probe, spec_probes
 from gpunet.latency.parallel import measure_into, measure_parallel
 from gpunet.latency.space_keys import reach

@@ -24,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpunet.checks import check_latency
 from gpunet.errors import ConfigError, GpunetError, one_line_errors
+from gpunet.files import atomic_path, save_figure, write_json
 from gpunet.latency.build import ensure_table, plain
 from gpunet.latency.estimate import estimate_encodings
-from gpunet.files import save_figure, write_json
 from gpunet.latency.table import LatencyTable
 from gpunet.paths import CONF_DIR
 from gpunet.space.sampling import sobol_encodings
@@ -46,6 +46,12 @@ class Tier:
     @property
     def band(self) -> tuple[float, float]:
         return self.target_ms - self.tolerance_ms, self.target_ms + self.tolerance_ms
+
+    def holds(self, latencies_ms: np.ndarray) -> np.ndarray:
+        """Which latencies (ms) fall in the band, ends included: a boolean mask."""
+        lo, hi = self.band
+        latencies_ms = np.asarray(latencies_ms)
+        return (latencies_ms >= lo) & (latencies_ms <= hi)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> Tier:
@@ -99,7 +105,7 @@ def first_occurrences(X: np.ndarray) -> np.ndarray:
 def _empty_message(tier: Tier, space: SearchSpace, latencies: np.ndarray, table: LatencyTable) -> str:
     lo, hi = tier.band
     p1, p50, p99 = np.percentile(latencies, [1, 50, 99])
-    fitting = [t.name for t in all_tiers() if ((latencies >= t.band[0]) & (latencies <= t.band[1])).any()]
+    fitting = [t.name for t in all_tiers() if t.holds(latencies).any()]
     return (f"tier {tier.name} ({lo:.3g}-{hi:.3g} ms) holds none of {len(latencies):,} Sobol samples of "
             f"search space {space.name!r} on {table.context.get('device')}/{table.context.get('backend')}: "
             f"their estimated latencies span {latencies.min():.3g}-{latencies.max():.3g} ms (1st/50th/"
@@ -119,9 +125,8 @@ def plot_tiers(latencies: np.ndarray, tiers: Sequence[Tier], title: str, path: P
     ax.hist(latencies, bins=200, color="0.35")
     colors = plt.get_cmap("tab10")
     for i, tier in enumerate(tiers):
-        lo, hi = tier.band
-        count = int(((latencies >= lo) & (latencies <= hi)).sum())
-        ax.axvspan(lo, hi, color=colors(i % 10), alpha=0.3, label=f"{tier.name}: {count:,} networks")
+        count = int(tier.holds(latencies).sum())
+        ax.axvspan(*tier.band, color=colors(i % 10), alpha=0.3, label=f"{tier.name}: {count:,} networks")
     ax.set_xlabel("estimated latency (ms)")
     ax.set_ylabel("networks")
     ax.set_title(title, fontsize=9)
@@ -150,14 +155,12 @@ def tier_pool(space: SearchSpace, table: LatencyTable, tier_cfg: Mapping[str, An
         with np.load(path) as cached:
             return cached["encodings"], cached["latencies_ms"]
     X, latencies = sample_latencies(space, table, n, seed, num_classes, calibrated)
-    keep = np.flatnonzero((latencies >= lo) & (latencies <= hi))
+    keep = np.flatnonzero(tier.holds(latencies))
     if not keep.size:
         raise EmptyTierError(_empty_message(tier, space, latencies, table))
     keep = keep[first_occurrences(X[keep])]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, encodings=X[keep], latencies_ms=latencies[keep])
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, encodings=X[keep], latencies_ms=latencies[keep])
     plot_tiers(latencies, [tier], f"{space.name}: {n:,} Sobol samples, {table.context.get('backend')} "
                f"on {table.context.get('device')}", path.with_suffix(".png"))
     return X[keep], latencies[keep]
@@ -180,7 +183,7 @@ def stratify(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> dict[str, An
         "percentiles_ms": {str(q): float(v) for q, v in
                            zip((1, 10, 50, 90, 99), np.percentile(latencies, [1, 10, 50, 90, 99]))},
         "tiers": {t.name: {"band_ms": list(t.band),
-                           "networks": int(((latencies >= t.band[0]) & (latencies <= t.band[1])).sum())}
+                           "networks": int(t.holds(latencies).sum())}
                   for t in tiers},
     }
     write_json(stem.with_suffix(".json"), summary)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from gpunet.files import atomic_path
 
 DEFAULT_OPSET = 17
 
@@ -22,20 +22,10 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     """
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.randn(*input_shape, dtype=dtype)
-    # A unique name beside the target, created by the exporter like any file (so with the
-    # umask's mode: mkstemp would leave 0600), then renamed over it: readers never see half a file.
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.onnx")
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(tmp), opset_version=opset, dynamo=False,
-                              input_names=["input"], output_names=["output"])
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(tmp), opset_version=opset, dynamo=False,
+                          input_names=["input"], output_names=["output"])
+    return Path(path)
