@@ -11,7 +11,6 @@ Every entry is registered with timm at `import gpunet`, so `timm.create_model(na
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
+from gpunet.files import write_text
 from gpunet.space.spec import NetworkSpec, load_spec
 
 RELEASED_TABLE = Path(__file__).with_name("released.yaml")
@@ -69,14 +69,6 @@ def entry_name(space: str, device: str, tier: str, dataset: str) -> str:
     return f"gpunet_{space}_{device}_{tier}_{dataset}".replace(".", "p").replace("-", "_").lower()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class HubUpdate:
     """What `add_search_result` did: `action` is added, replaced or kept; `entry` is the entry
@@ -113,9 +105,9 @@ def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | N
         return HubUpdate("kept", current, f"the hub's {name} has top-1 {current.top1 or 0.0:.4f} >= "
                                           f"{entry.top1:.4f}")
     spec = NetworkSpec.from_dict({**best["spec"], "name": name})
-    _write_atomic(directory / entry.spec_file, spec.to_json())
+    write_text(directory / entry.spec_file, spec.to_json())
     entries = [e for e in entries if e.name != name] + [entry]
-    _write_atomic(directory / "hub.yaml",
+    write_text(directory / "hub.yaml",
                   yaml.safe_dump([asdict(e) for e in entries], sort_keys=False))
     from gpunet.models.registry import register_spec
 

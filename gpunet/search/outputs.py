@@ -9,8 +9,8 @@ why and how to fill it in.
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import yaml  # noqa: E402
 from hydra.plugins.launcher import Launcher  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from gpunet.files import save_figure, write_text  # noqa: E402
 from gpunet.models import build_model, export_onnx, spec_cost  # noqa: E402
 from gpunet.search.journal import Trial  # noqa: E402
 from gpunet.space import encoding_to_spec, space_from_config  # noqa: E402
@@ -34,12 +35,6 @@ CSV_FIELDS = ["number", "job", "status", "value", "est_latency_ms", "duration_s"
               "error", "encoding"]
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def result_rows(trials: list[Trial]) -> list[dict[str, Any]]:
     """One row per trial, the columns of results.csv."""
     return [{"number": t.number, "job": t.job, "status": t.status, "value": t.value,
@@ -48,14 +43,16 @@ def result_rows(trials: list[Trial]) -> list[dict[str, Any]]:
              "encoding": "-".join(str(x) for x in t.encoding)} for t in trials]
 
 
+def _csv_text(rows: list[dict[str, Any]], fields: Sequence[str]) -> str:
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(fields))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def write_results_csv(path: Path, trials: list[Trial]) -> None:
-    rows = result_rows(trials)
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    write_text(path, _csv_text(result_rows(trials), CSV_FIELDS))
 
 
 def best_trial(trials: list[Trial]) -> Trial | None:
@@ -77,8 +74,7 @@ def plot_convergence(path: Path, trials: list[Trial], metric: str) -> None:
     ax.set(xlabel="trials", ylabel=metric, title="Search convergence")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str,
@@ -99,8 +95,7 @@ def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str,
     ax.set(xlabel="estimated latency (ms)", ylabel=metric, title="Latency vs " + metric)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _quote(value: str) -> str:
@@ -176,7 +171,7 @@ def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str,
         "params": cost.params, "macs": cost.macs, "resolution": spec.resolution,
         "onnx": onnx_path.name, "spec": spec.to_dict(),
     }
-    _atomic_text(search_dir / "best.yaml", yaml.safe_dump(summary, sort_keys=False, default_flow_style=None))
+    write_text(search_dir / "best.yaml", yaml.safe_dump(summary, sort_keys=False, default_flow_style=None))
     return summary
 
 
@@ -217,9 +212,5 @@ def write_comparison(sweep_dir: Path, searches: dict[str, list[Trial]]) -> None:
     ax.set(xlabel="trials", ylabel="best so far", title="Ablation: best value vs trials")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(sweep_dir / "comparison.png", dpi=120)
-    plt.close(fig)
-    with open(sweep_dir / "comparison.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    save_figure(fig, sweep_dir / "comparison.png")
+    write_text(sweep_dir / "comparison.csv", _csv_text(rows, list(rows[0])))

@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from gpunet.files import write_text
 from gpunet.search.journal import Journal, Trial
 from gpunet.search.loop import LAUNCH_THREAD
 
@@ -95,7 +96,7 @@ def format_summary(search_dir: Path, trials: list[Trial], cfg: DictConfig,
 def report(search_dir: Path, text: str) -> None:
     """Print a summary and keep it in the search's directory."""
     print(text, flush=True)
-    (Path(search_dir) / SUMMARY_FILE).write_text(text + "\n")
+    write_text(Path(search_dir) / SUMMARY_FILE, text + "\n")
 
 
 def format_comparison(grid_dir: Path, searches: int) -> str:

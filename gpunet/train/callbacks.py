@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,20 +18,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from gpunet.console import PlainProgress
+from gpunet.files import atomic_path, write_json
 
 CURVE_METRIC = "val/top1"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temp file, then rename: a reader (or a kill) never sees half a file. The temp
-    file's name is unique, so concurrent writers never rename each other's half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class CurveRecorder(Callback):
@@ -49,7 +36,7 @@ class CurveRecorder(Callback):
             return
         self.curve.append(float(trainer.callback_metrics[CURVE_METRIC]))
         if trainer.is_global_zero:
-            write_json_atomic(self.path, {"metric": CURVE_METRIC, "curve": self.curve})
+            write_json(self.path, {"metric": CURVE_METRIC, "curve": self.curve})
 
     def state_dict(self) -> dict[str, Any]:
         return {"curve": list(self.curve)}
@@ -154,14 +141,9 @@ class BestWeights(Callback):
             return
         if trainer.is_global_zero:
             weights = getattr(pl_module, "eval_model", pl_module).state_dict()
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-            try:
+            with atomic_path(self.path) as tmp:
                 torch.save({"state_dict_ema": weights, "epoch": trainer.current_epoch,
                             CURVE_METRIC: curve[-1]}, tmp)
-                os.replace(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
 
 
 class EpochProgress(Callback):
