@@ -25,6 +25,7 @@ from hydra.plugins.launcher import Launcher  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from gpunet.files import save_figure, write_text  # noqa: E402
+from gpunet.latency.stratify import Tier  # noqa: E402
 from gpunet.models import build_model, export_onnx, spec_cost  # noqa: E402
 from gpunet.search.journal import Trial  # noqa: E402
 from gpunet.space import encoding_to_spec, space_from_config  # noqa: E402
@@ -184,8 +185,7 @@ def write_outputs(search_dir: Path, trials: list[Trial], cfg: DictConfig,
     measured by a launcher job when the latency backend cannot run in this process."""
     metric = "val_top1" if cfg.objective.name == "train" else f"{cfg.objective.name}_value"
     write_results_csv(search_dir / "results.csv", trials)
-    band = (float(cfg.tier.target_ms) - float(cfg.tier.tolerance_ms),
-            float(cfg.tier.target_ms) + float(cfg.tier.tolerance_ms))
+    band = Tier.from_config(cfg.tier).band
     plot_convergence(search_dir / "convergence.png", trials, metric)
     plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, metric, band)
     best = best_trial(trials)
