@@ -20,7 +20,7 @@ from gpunet.latency.space_keys import StageReach, reach
 from gpunet.latency.table import Calibration, LatencyTable
 from gpunet.space.encoding import check_space_encodings, encoding_to_spec
 from gpunet.space.space import SearchSpace, StageSpace
-from gpunet.space.spec import NetworkSpec
+from gpunet.space.spec import NetworkSpec, conv_output_size
 
 VARIANT_FIELDS = ("kernel", "expansion", "se", "act")
 MISSING = -1
@@ -101,7 +101,7 @@ class _StageLUT:
 def _stage_lut(stage: StageSpace, r: StageReach, medians: dict[str, int]) -> _StageLUT:
     choices = [stage.fields[n].choices for n in VARIANT_FIELDS]
     shape = tuple(len(c) for c in choices)
-    rest_sizes = sorted({-(-s // stage.stride) for s in r.sizes})
+    rest_sizes = sorted({conv_output_size(s, stage.stride) for s in r.sizes})
     first = np.full((len(r.sizes), len(r.in_channels), len(r.filters), *shape), MISSING, np.int64)
     rest = np.full((len(rest_sizes), len(r.filters), *shape), MISSING, np.int64)
     variants = list(itertools.product(*(range(n) for n in shape)))
@@ -170,7 +170,7 @@ def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
         first = lut.first[(_positions(stage_reach.sizes, size, f"{where} input size"),
                            _positions(stage_reach.in_channels, cin, f"{where} input channels"),
                            fi, *variant)]
-        out_size = -(-size // stage.stride)
+        out_size = conv_output_size(size, stage.stride)
         rest = lut.rest[(_positions(tuple(lut.rest_sizes), out_size, f"{where} repeated-layer size"),
                          fi, *variant)]
         active, repeated = layers > 0, layers > 1

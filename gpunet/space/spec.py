@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpunet.errors import ConfigError, NotFoundError
 from gpunet.space.space import ACTIVATIONS, BLOCKS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SizeT = TypeVar("SizeT", int, "np.ndarray")
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,9 @@ class HeadSpec:
     num_classes: int = 1000
 
 
-def conv_output_size(size: int, stride: int) -> int:
-    """Spatial size after a conv with padding k//2 (odd k): ceil(size / stride)."""
+def conv_output_size(size: SizeT, stride: int) -> SizeT:
+    """Spatial size after a conv with padding k//2 (odd k): ceil(size / stride); elementwise on
+    an integer array (the vectorised estimate), so every path shares the one formula."""
     return -(-size // stride)
 
 
