@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from gpunet.files import write_text  # noqa: E402
 from gpunet.search import objectives  # noqa: E402
 from gpunet.search.objectives import make_objective  # noqa: E402
 from gpunet.search.searchers import code_digest, make_searcher  # noqa: E402
@@ -100,21 +101,12 @@ def run_one(
     budget: int,
 ) -> dict[str, Any]:
     """One search: best-so-far after each evaluation, wall time and what the searcher did."""
-    torch.set_num_threads(1)  # two runs share two cores; threads only add contention
     objective = make_objective(objective_cfg, card)
     searcher = make_searcher(searcher_cfg, pool, card, seed)
-    values: list[float] = []
-    trace: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    while searcher.n_observed < budget:
-        idx = searcher.propose(min(q, budget - searcher.n_observed))
-        trace.append(dict(searcher.diagnostics))
-        batch = objective(pool[idx])
-        searcher.observe(idx, batch)
-        values += batch.tolist()
+    _, values, trace, seconds = drive(searcher, lambda idx, first: objective(pool[idx]), budget, q)
     out: dict[str, Any] = {
         "best_so_far": np.maximum.accumulate(values).tolist(),
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "modes": dict(Counter(d.get("mode", "none") for d in trace)),
     }
     if "n_init" in searcher_cfg:
@@ -130,16 +122,46 @@ def run_one(
     return out
 
 
-def run_keyed(key: str, fp: str, *args: Any) -> tuple[str, str, dict[str, Any]]:
-    """`run_one`, tagged with its cache key, so results can be saved in completion order."""
-    return key, fp, run_one(*args)
+def drive(
+    searcher, evaluate: Callable[[np.ndarray, int], np.ndarray], budget: int, q: int
+) -> tuple[list[int], list[float], list[dict[str, Any]], float]:
+    """Ask/tell until `budget` evaluations: `evaluate(indices, first)` values pool rows evaluated
+    as evaluations number first, first + 1, ... Returns the indices and values in evaluation
+    order, each propose's diagnostics and the wall time."""
+    torch.set_num_threads(1)  # runs share the cores; threads only add contention
+    indices: list[int] = []
+    values: list[float] = []
+    trace: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    while searcher.n_observed < budget:
+        idx = searcher.propose(min(q, budget - searcher.n_observed))
+        trace.append(dict(searcher.diagnostics))
+        batch = np.asarray(evaluate(idx, searcher.n_observed), dtype=float)
+        searcher.observe(idx, batch)
+        indices += idx.tolist()
+        values += batch.tolist()
+    return indices, values, trace, time.perf_counter() - start
 
 
-def save_json(path: Path, data: dict) -> None:
-    """Write via a temp file and rename, so a crash never leaves half a file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+def _run_keyed(key: str, fp: str, run: Callable[..., dict], args: tuple) -> tuple[str, str, dict[str, Any]]:
+    """`run(*args)`, tagged with its cache key, so results can be saved in completion order."""
+    return key, fp, run(*args)
+
+
+def cached_runs(
+    cache_path: Path, tasks: dict[str, tuple[str, Callable[..., dict], tuple]], jobs: int
+) -> dict[str, dict[str, Any]]:
+    """Results of `tasks` (key -> (fingerprint, run, args)): a cached result whose fingerprint
+    matches is reused; the others run in parallel, in the tasks' order, and each is written to the
+    cache as soon as it ends, so an interrupted experiment resumes where it stopped."""
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    runs = {k: cache[k] for k, (fp, _, _) in tasks.items() if cache.get(k, {}).get("fingerprint") == fp}
+    todo = [delayed(_run_keyed)(k, fp, run, args) for k, (fp, run, args) in tasks.items() if k not in runs]
+    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(todo)
+    for key, fp, result in tqdm(results, total=len(todo), desc="runs", unit="run"):
+        runs[key] = cache[key] = {**result, "fingerprint": fp}
+        write_text(cache_path, json.dumps(cache))
+    return runs
 
 
 def evals_to_reach(curve: np.ndarray, target: float) -> int | None:
@@ -365,31 +387,21 @@ def main() -> None:
         o: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/objective/{o}.yaml")) for o in args.objectives
     }
     pool_values = {o: make_objective(objs[o], card)(pool) for o in args.objectives}
-    cache_path = args.out / f"{args.prefix}runs.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     # the searchers' and objectives' code is part of the key: a code change re-runs everything
     pool_id = fingerprint(pool, card, code_digest(), Path(objectives.__file__).read_bytes())
-    todo, runs = [], {}
-    for s in args.searchers:
-        for o in args.objectives:
-            for seed in args.seeds:
-                for q in args.batch_sizes:
-                    key = run_key(s, o, seed, q)
-                    fp = fingerprint(pool_id, cfgs[s], objs[o], seed, q, args.budget)
-                    if cache.get(key, {}).get("fingerprint") == fp:
-                        runs[key] = cache[key]
-                    else:
-                        todo.append((key, fp, s, o, seed, q))
-    # Slowest first (one GP step per evaluation) so that the two workers finish together.
-    todo.sort(key=lambda t: (t[2] not in ("bo", "lamcts_bo"), t[5] != 1))
-    jobs = (
-        delayed(run_keyed)(key, fp, pool, card, cfgs[s], objs[o], seed, q, args.budget)
-        for key, fp, s, o, seed, q in todo
-    )
-    results = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(jobs)
-    for key, fp, result in tqdm(results, total=len(todo), desc="runs", unit="run"):
-        runs[key] = cache[key] = {**result, "fingerprint": fp}
-        save_json(cache_path, cache)
+    grid = [(s, o, seed, q) for s in args.searchers for o in args.objectives for seed in args.seeds
+            for q in args.batch_sizes]
+    # Slowest first (one GP step per evaluation) so that the workers finish together.
+    grid.sort(key=lambda t: (t[0] not in ("bo", "lamcts_bo"), t[3] != 1))
+    tasks = {
+        run_key(s, o, seed, q): (
+            fingerprint(pool_id, cfgs[s], objs[o], seed, q, args.budget),
+            run_one,
+            (pool, card, cfgs[s], objs[o], seed, q, args.budget),
+        )
+        for s, o, seed, q in grid
+    }
+    runs = cached_runs(args.out / f"{args.prefix}runs.json", tasks, args.jobs)
     report = summarise(runs, args, pool_line, pool_values)
     (args.out / f"{args.prefix}comparison.md").write_text(report)
     print(report)
