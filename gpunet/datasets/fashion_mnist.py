@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from gpunet.errors import ConfigError, NotFoundError
-from gpunet.train.recipe import build_transforms
 
 SUBSET = Path(__file__).with_name("fashion_mnist_subset.npz")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -116,7 +115,7 @@ class InMemoryImages(Dataset):
     """Grey uint8 images held in one tensor, given to timm's transforms as [0, 1] RGB tensors."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.images = torch.from_numpy(np.array(images))  # a writable copy (IDX bytes are read-only)
         self.labels = torch.from_numpy(labels.astype(np.int64))
         self.transform = transform
 
@@ -154,6 +153,9 @@ def fashion_mnist_arrays(data: DictConfig) -> tuple[Arrays, Arrays]:
 def fashion_mnist_datasets(data: DictConfig, recipe: DictConfig, resolution: int,
                            ) -> tuple[Dataset, Dataset, int]:
     """The data group's builder for data=fashion_mnist (see the module docstring)."""
+    # imported here: gpunet.train's package imports the data group, which imports this module
+    from gpunet.train.recipe import build_transforms
+
     (x_train, y_train), (x_val, y_val) = fashion_mnist_arrays(data)
     train_tf, val_tf = build_transforms(recipe, resolution, data.hflip)
     return InMemoryImages(x_train, y_train, train_tf), InMemoryImages(x_val, y_val, val_tf), len(CLASSES)
