@@ -259,8 +259,8 @@ def step_latency_e2e(mode: Mode, work: Path, deadline: float) -> dict[str, Any]:
     import torch
 
     import gpunet  # noqa: F401  (registers gpunet_* with timm)
+    from gpunet.config import plain
     from gpunet.latency.backends import create_backend
-    from gpunet.latency.build import plain
 
     if mode.name == "cuda":
         need_cuda(mode, "latency_e2e")
@@ -343,8 +343,9 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
     import random
     from dataclasses import asdict as dc_asdict
 
+    from gpunet.config import plain
     from gpunet.latency.backends import create_backend
-    from gpunet.latency.build import fill, plain
+    from gpunet.latency.build import fill
     from gpunet.latency.estimate import sum_spec
     from gpunet.latency.keys import spec_probes
     from gpunet.latency.space_keys import reach
@@ -531,8 +532,8 @@ def step_tensorrt(mode: Mode, work: Path, deadline: float) -> dict[str, Any]:
     if importlib.util.find_spec("tensorrt") is None:
         raise Skip("TensorRT is not installed on this machine (its wheels are far over the 64 MiB "
                    "the device tool carries): the tensorrt backend stays unrun")
+    from gpunet.config import plain
     from gpunet.latency.backends import create_backend
-    from gpunet.latency.build import plain
     from gpunet.latency.keys import spec_probes
     from gpunet.space import released_spec
 

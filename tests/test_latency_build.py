@@ -13,7 +13,7 @@ import time
 
 import pytest
 from omegaconf import OmegaConf
-from test_latency_support import TINY, compose_cfg, tiny_space, write_space_dir
+from test_latency_support import TINY, tiny_space, write_space_dir
 
 from gpunet.latency.backends import BackendUnavailable
 from gpunet.latency.build import build_table, ensure_table, measure_network
@@ -26,7 +26,7 @@ from gpunet.space import NetworkSpec, encoding_to_spec, sobol_encodings
 TINY_KEYS = len(reach(tiny_space(), 10).probes())
 
 
-def test_build_measures_every_key_once_then_nothing(tmp_path):
+def test_build_measures_every_key_once_then_nothing(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, space=TINY)
     first = build_table(cfg)
     assert (first.keys, first.present, first.measured) == (TINY_KEYS, 0, TINY_KEYS)
@@ -42,7 +42,7 @@ def test_build_measures_every_key_once_then_nothing(tmp_path):
     assert (estimate_encodings(space, ensure_table(cfg), X) > 0).all()
 
 
-def test_parallel_workers_fill_the_same_table(tmp_path):
+def test_parallel_workers_fill_the_same_table(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, "latency.workers=2", space=TINY)
     report = build_table(cfg)
     assert report.measured == TINY_KEYS and len(report.table) == TINY_KEYS
@@ -50,7 +50,7 @@ def test_parallel_workers_fill_the_same_table(tmp_path):
     assert rows == TINY_KEYS
 
 
-def test_measure_network_gives_milliseconds(tmp_path):
+def test_measure_network_gives_milliseconds(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, space=TINY)
     spec = encoding_to_spec(tiny_space(), sobol_encodings(tiny_space(), 1, 0)[0], num_classes=10)
     assert 0 < measure_network(spec, cfg) < 100
@@ -109,14 +109,6 @@ def test_the_app_adds_a_network_given_as_arch(tmp_path):
     assert count_rows(tmp_path / "table.sqlite") == TINY_KEYS + extra
 
 
-def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("latency_build", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("overrides, backend, precision", [
     ([], "onnxruntime", "fp32"),
     (["device=h100"], "tensorrt", "fp16"),
@@ -126,15 +118,15 @@ def compose(*overrides: str):
     (["latency=torch", "device=h100"], "torch", "fp16"),
     (["latency=torch"], "torch", "fp32"),
 ])
-def test_a_device_selects_its_backend_and_latency_overrides_it(overrides, backend, precision):
-    cfg = compose(*overrides)
+def test_a_device_selects_its_backend_and_latency_overrides_it(composed, overrides, backend, precision):
+    cfg = composed("latency_build", *overrides)
     assert cfg.latency.name == backend and cfg.latency.precision == precision
     assert cfg.latency.table.endswith(f"{cfg.device.name}-{backend}-{precision}-b1.sqlite")
 
 
 @pytest.mark.parametrize("device", sorted(p.stem for p in (CONF_DIR / "device").glob("*.yaml")))
-def test_every_device_has_the_keys_training_and_latency_read(device):
-    cfg = compose(f"device={device}")
+def test_every_device_has_the_keys_training_and_latency_read(composed, device):
+    cfg = composed("latency_build", f"device={device}")
     d = cfg.device
     assert d.type in ("cpu", "cuda") and d.precision in ("fp32", "fp16") and d.batch_size == 1
     expected = ("cpu", "32-true") if d.type == "cpu" else ("gpu", "16-mixed")
@@ -142,40 +134,32 @@ def test_every_device_has_the_keys_training_and_latency_read(device):
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
 
-def test_search_space_default_is_cpu_and_table1_stays_available():
-    assert compose().search_space.name == "cpu"
-    assert compose("search_space=gpunet").search_space.name == "gpunet"
+def test_search_space_default_is_cpu_and_table1_stays_available(composed):
+    assert composed("latency_build").search_space.name == "cpu"
+    assert composed("latency_build", "search_space=gpunet").search_space.name == "gpunet"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
-def test_building_for_a_gpu_without_tensorrt_names_the_extra(tmp_path):
+def test_building_for_a_gpu_without_tensorrt_names_the_extra(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, "device=h100", space=TINY)
     with pytest.raises(BackendUnavailable, match=r"gpunet\[tensorrt\]"):
         ensure_table(cfg)
 
 
 @pytest.mark.slow
-def test_the_whole_cpu_space_table_builds(tmp_path):
+def test_the_whole_cpu_space_table_builds(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, "latency.runs=50", "latency.warmup=10")
     report = build_table(cfg)
     assert report.keys == 1183 and len(report.table) == 1183
 
 
 # -- one head for every app: the data group's class count ----------------------------------------
-def compose_app(app: str, table, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    fast = [f"latency.table={table}", "latency.runs=3", "latency.warmup=1"]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(app, overrides=[*fast, *overrides])
-
-
 def fill_synthetically(cfg) -> int:
     """Every key a build of cfg needs, with made-up timings in the context this machine measures
     in (so nothing is timed); returns how many."""
+    from gpunet.config import plain
     from gpunet.latency.backends import create_backend
-    from gpunet.latency.build import head_classes, plain, table_path
+    from gpunet.latency.build import head_classes, table_path
     from gpunet.latency.table import LatencyTable
     from gpunet.latency.timing import Timing
     from gpunet.space import space_from_config
@@ -190,22 +174,20 @@ def fill_synthetically(cfg) -> int:
     return len({p.key for p in probes})
 
 
-def test_a_default_build_is_the_table_a_default_search_uses(tmp_path):
-    table = tmp_path / "table.sqlite"
-    built, searched = compose_app("latency_build", table), compose_app("search", table)
+def test_a_default_build_is_the_table_a_default_search_uses(tmp_path, compose_cfg):
+    built, searched = compose_cfg(tmp_path), compose_cfg(tmp_path, app="search")
     assert built.latency.num_classes == searched.latency.num_classes == searched.data.num_classes == 10
     keys = fill_synthetically(built)  # what `python -m gpunet.latency.build` leaves
     report = build_table(searched)  # the search's table step
     assert (report.keys, report.present, report.measured) == (keys, keys, 0)
 
 
-def test_the_stratify_pool_and_the_search_pool_agree(tmp_path):
+def test_the_stratify_pool_and_the_search_pool_agree(tmp_path, compose_cfg):
     from gpunet.latency.stratify import stratify, tier_pool
     from gpunet.space import space_from_config
 
-    table = tmp_path / "table.sqlite"
-    built = compose_app("latency_build", table, "stratify.samples=4096")
-    searched = compose_app("search", table)
+    built = compose_cfg(tmp_path, "stratify.samples=4096")
+    searched = compose_cfg(tmp_path, app="search")
     fill_synthetically(built)
     summary = stratify(built, tmp_path / "out")
     wide = {"name": "wide", "target_ms": 500.0, "tolerance_ms": 499.99}
@@ -221,7 +203,7 @@ def class_tree(root, classes: int) -> None:
             (root / split / f"class{c}").mkdir(parents=True)
 
 
-def test_imagefolder_declares_its_class_count_and_it_must_match_the_tree(tmp_path):
+def test_imagefolder_declares_its_class_count_and_it_must_match_the_tree(tmp_path, compose_cfg):
     from gpunet.latency.build import head_classes
 
     class_tree(tmp_path / "data", 3)
@@ -229,9 +211,8 @@ def test_imagefolder_declares_its_class_count_and_it_must_match_the_tree(tmp_pat
     for app in ("latency_build", "search"):
         with pytest.raises(ValueError, match=r"needs data.num_classes.*has 3 class folders: add "
                                              r"data.num_classes=3"):
-            ensure_table(compose_app(app, tmp_path / "t.sqlite", "data=imagefolder", root))
+            ensure_table(compose_cfg(tmp_path, "data=imagefolder", root, app=app))
         with pytest.raises(ValueError, match=r"data.num_classes=1000, but .* has 3 class folders"):
-            head_classes(compose_app(app, tmp_path / "t.sqlite", "data=imagefolder", root,
-                                     "data.num_classes=1000"))
-        cfg = compose_app(app, tmp_path / "t.sqlite", "data=imagefolder", root, "data.num_classes=3")
+            head_classes(compose_cfg(tmp_path, "data=imagefolder", root, "data.num_classes=1000", app=app))
+        cfg = compose_cfg(tmp_path, "data=imagefolder", root, "data.num_classes=3", app=app)
         assert head_classes(cfg) == cfg.latency.num_classes == 3

@@ -25,10 +25,11 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gpunet import console
 from gpunet.checks import check_latency
+from gpunet.config import plain
 from gpunet.errors import ConfigError, one_line_errors
 from gpunet.files import write_json
 from gpunet.latency.backends import BackendUnavailable, configured_context, context_matches, create_backend
@@ -58,11 +59,6 @@ class BuildReport:
                 "present": self.present, "measured": self.measured,
                 "seconds": round(self.seconds, 2),
                 "entries_per_minute": round(60 * self.measured / self.seconds, 1) if self.seconds else None}
-
-
-def plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved plain-dict copy of a (Hydra) config node."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 def class_folders(data: Mapping[str, Any]) -> int | None:

@@ -23,9 +23,10 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from gpunet.checks import check_latency
+from gpunet.config import plain
 from gpunet.errors import ConfigError, GpunetError, one_line_errors
 from gpunet.files import atomic_path, save_figure, write_json
-from gpunet.latency.build import ensure_table, plain
+from gpunet.latency.build import ensure_table
 from gpunet.latency.estimate import estimate_encodings
 from gpunet.latency.table import LatencyTable
 from gpunet.paths import CONF_DIR

@@ -24,10 +24,11 @@ from scipy import stats
 from tqdm import tqdm
 
 from gpunet.checks import check_latency
+from gpunet.config import plain
 from gpunet.errors import one_line_errors
 from gpunet.files import save_figure, write_json, write_text
 from gpunet.latency.backends import create_backend
-from gpunet.latency.build import ensure_table, plain
+from gpunet.latency.build import ensure_table
 from gpunet.latency.estimate import sum_encodings
 from gpunet.latency.table import Calibration, LatencyTable
 from gpunet.latency.timing import summarize
