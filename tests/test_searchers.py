@@ -12,6 +12,7 @@ from gpunet.search.searchers.base import Searcher
 from gpunet.search.searchers.evolution import EvolutionSettings
 from gpunet.search.searchers.gp import GPSettings, cap_training_set
 from gpunet.search.searchers.lamcts import LAMCTSSearcher
+from gpunet.search.searchers.local_search import LocalSearchSettings
 from gpunet.search.searchers.partition import (
     BAD,
     GOOD,
@@ -324,6 +325,9 @@ def test_every_config_builds_with_knobs_equal_to_the_code_defaults(name: str) ->
         "bo": [GPSettings],
         "lamcts_bo": [GPSettings, PartitionSettings],
         "evolution": [EvolutionSettings],
+        "regularized_evolution": [EvolutionSettings],
+        "local_search": [LocalSearchSettings],
+        "tpe": [],
     }[cfg.name]
     defaults = {k: v for kind in kinds for k, v in vars(kind()).items()}
     knobs = {k: v for k, v in cfg.items() if k != "name"}
@@ -335,7 +339,7 @@ def test_every_config_builds_with_knobs_equal_to_the_code_defaults(name: str) ->
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: make_searcher("tpe", grid_pool(), CARD), "unknown searcher 'tpe'"),
+        (lambda: make_searcher("smac", grid_pool(), CARD), "unknown searcher 'smac'"),
         (lambda: make_searcher({"n_init": 3}, grid_pool(), CARD), "unknown searcher None"),
         (lambda: make_searcher({"name": "bo", "leaf_size": 3}, grid_pool(), CARD), "leaf_size"),
         (lambda: make_searcher({"name": "random", "x": 1}, grid_pool(), CARD), r"knob\(s\) \['x'\]"),
