@@ -35,6 +35,19 @@ def test_journal_last_state_wins_and_a_torn_line_is_skipped(tmp_path):
     assert [t.number for t in journal.finished_in_order()] == [1, 0]
 
 
+def test_journal_keeps_completed_curves_and_skips_partial_lines(tmp_path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    assert journal.completed_curves() == []
+    states = [(0, "running", []), (0, "completed", [0.1, 0.2]), (1, "pruned", [0.0]), (2, "failed", []),
+              (3, "completed", [0.3]), (3, "running", []), (4, "completed", [0.5]),
+              (4, "completed", [0.6])]
+    for number, status, curve in states:
+        journal.append(Trial(number, number, [0], 1.0, status=status, curve=curve))
+    with open(journal.path, "a") as f:
+        f.write('{"number": 5, "status": "compl')  # a line being written
+    assert journal.completed_curves() == [[0.1, 0.2], [0.6]]
+
+
 def test_grid_points_cross_product_of_comma_lists():
     points = grid_points(["searcher=lamcts_bo,random", "seed=0,1,2", "search.n_trials=5"])
     assert len(points) == 6

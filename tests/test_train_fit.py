@@ -15,6 +15,7 @@ from gpunet.models import build_model, resolve_spec
 from gpunet.paths import CONF_DIR
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 from gpunet.train import fit_candidate
+from gpunet.train.callbacks import MedianThresholds
 from gpunet.train.module import CandidateModule
 
 TINY = NetworkSpec(32, (LayerSpec("conv", 3, 8, 2, 3, "swish"),
@@ -113,10 +114,10 @@ def test_other_errors_are_raised(tmp_path, monkeypatch) -> None:
 
 
 def test_an_unpromising_candidate_is_pruned_and_stays_pruned(tmp_path) -> None:
-    journal = tmp_path / "journal.jsonl"
-    journal.write_text("".join(json.dumps({"number": i, "status": "completed", "curve": [0.99] * 4}) + "\n"
-                               for i in range(3)))
-    stop = [f"early_stop.journal={journal}", "early_stop.grace_epochs=1", "early_stop.min_completed=3"]
+    thresholds = tmp_path / "median_stop.json"  # what a search hands its trials' jobs
+    MedianThresholds.from_curves([[0.99] * 4] * 3).write(thresholds)
+    stop = [f"early_stop.thresholds={thresholds}", "early_stop.grace_epochs=1",
+            "early_stop.min_completed=3"]
     result = fit_candidate(config("recipe.epochs=4", *stop), TINY, tmp_path / "trial")
     assert result.status == "pruned" and result.epochs == 2 and len(result.curve) == 2
     again = fit_candidate(config("recipe.epochs=4", *stop), TINY, tmp_path / "trial")

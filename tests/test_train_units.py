@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -12,7 +11,7 @@ from PIL import Image
 from timm.optim import RMSpropTF
 
 from gpunet.paths import CONF_DIR
-from gpunet.train.callbacks import median_stop, read_completed_curves
+from gpunet.train.callbacks import MedianThresholds, median_stop
 from gpunet.train.data import build_datamodule
 from gpunet.train.loggers import run_id, wandb_mode
 from gpunet.train.recipe import build_optimizer, build_scheduler, precision, scaled_lr
@@ -125,23 +124,23 @@ def test_unknown_data_name_is_refused() -> None:
 
 def test_median_stopping_rule() -> None:
     done = [[0.2, 0.4, 0.6], [0.3, 0.5, 0.7], [0.1, 0.2, 0.3]]  # running means at 2: .3 .4 .15
-    assert not median_stop([0.1, 0.2], done, grace_epochs=2, min_completed=1)  # within the grace
-    assert not median_stop([0.1, 0.2, 0.3], done[:1], grace_epochs=0, min_completed=2)  # too few
-    assert median_stop([0.1, 0.29], done, grace_epochs=1, min_completed=3)  # best .29 < median .3
-    assert not median_stop([0.1, 0.31], done, grace_epochs=1, min_completed=3)
-    assert median_stop([0.1, 0.1, 0.1, 0.1], done, grace_epochs=1, min_completed=3)  # longer curve
+
+    def median_stop_vs(curve, completed, grace_epochs, min_completed):
+        return median_stop(curve, MedianThresholds.from_curves(completed), grace_epochs, min_completed)
+
+    assert not median_stop_vs([0.1, 0.2], done, grace_epochs=2, min_completed=1)  # within the grace
+    assert not median_stop_vs([0.1, 0.2, 0.3], done[:1], grace_epochs=0, min_completed=2)  # too few
+    assert median_stop_vs([0.1, 0.29], done, grace_epochs=1, min_completed=3)  # best .29 < median .3
+    assert not median_stop_vs([0.1, 0.31], done, grace_epochs=1, min_completed=3)
+    assert median_stop_vs([0.1, 0.1, 0.1, 0.1], done, grace_epochs=1, min_completed=3)  # longer curve
 
 
-def test_journal_reading_keeps_completed_curves_and_skips_partial_lines(tmp_path) -> None:
-    journal = tmp_path / "journal.jsonl"
-    assert read_completed_curves(journal) == []
-    lines = [{"number": 0, "status": "running"}, {"number": 0, "status": "completed", "curve": [0.1, 0.2]},
-             {"number": 1, "status": "pruned", "curve": [0.0]}, {"number": 2, "status": "failed"},
-             {"number": 3, "status": "completed", "curve": [0.3]}, {"number": 3, "status": "running"},
-             {"number": 4, "status": "completed", "curve": [0.5]},
-             {"number": 4, "status": "completed", "curve": [0.6]}]
-    journal.write_text("".join(json.dumps(rec) + "\n" for rec in lines) + '{"number": 5, "status": "compl')
-    assert read_completed_curves(journal) == [[0.1, 0.2], [0.6]]
+def test_median_thresholds_round_trip_and_none_before_the_search_writes_them(tmp_path) -> None:
+    path = tmp_path / "median_stop.json"
+    assert MedianThresholds.read(path) == MedianThresholds()  # never stops
+    thresholds = MedianThresholds.from_curves([[0.2, 0.4], [0.3, 0.5], [0.1]])
+    thresholds.write(path)
+    assert MedianThresholds.read(path) == thresholds and thresholds.completed == 3
 
 
 def test_wandb_is_offline_unless_told_otherwise(monkeypatch, tmp_path) -> None:

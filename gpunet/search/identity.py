@@ -48,8 +48,10 @@ def search_definition(cfg: DictConfig) -> dict[str, Any]:
         data = _plain(cfg.data)
         definition["data"] = {k: v for k, v in data.items() if k not in _OPERATIONAL_DATA_KEYS}
         definition["recipe"] = _plain(cfg.recipe)
-        definition["early_stopping"] = {"on": bool(cfg.search.early_stopping),
-                                        **_plain(cfg.early_stop), "journal": None}
+        # the thresholds file is each job's, not the search's; "journal" (its key's former name,
+        # always null here) stays so that searches started before the rename still resume
+        stop = {k: v for k, v in _plain(cfg.early_stop).items() if k != "thresholds"}
+        definition["early_stopping"] = {"on": bool(cfg.search.early_stopping), **stop, "journal": None}
     return definition
 
 

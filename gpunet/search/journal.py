@@ -110,6 +110,11 @@ class Journal:
         latest = {trial.number: trial for trial in self._records()}
         return dict(sorted(latest.items()))
 
+    def completed_curves(self) -> list[list[float]]:
+        """The learning curves of the completed trials (what median stopping compares against)."""
+        return [[float(v) for v in t.curve] for t in self.load().values()
+                if t.status == "completed" and t.curve]
+
     def finished_in_order(self) -> list[Trial]:
         """Finished trials in the order they finished: the searcher's observation history."""
         records = self._records()

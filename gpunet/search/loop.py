@@ -30,6 +30,7 @@ from gpunet.search.searchers import make_searcher
 from gpunet.space import space_from_config
 
 log = logging.getLogger(__name__)
+MEDIAN_STOP_FILE = "median_stop.json"  # the thresholds of median stopping, for the trials' jobs
 
 
 class TooManyFailures(GpunetError, RuntimeError):
@@ -93,6 +94,14 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def write_median_thresholds(search_dir: Path, journal: Journal) -> None:
+    """What median stopping needs from the search (the trials' jobs read this, not the journal):
+    per-epoch thresholds of the completed trials, rewritten as trials finish."""
+    from gpunet.train.callbacks import MedianThresholds  # Lightning: only where training runs
+
+    MedianThresholds.from_curves(journal.completed_curves()).write(search_dir / MEDIAN_STOP_FILE)
+
+
 def trial_dir(search_dir: Path, trial: Trial) -> Path:
     """Where a trial's job runs (fixed per trial number)."""
     return search_dir / "trials" / f"{trial.number:04d}"
@@ -109,7 +118,7 @@ def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path,
                  f"hydra.sweep.dir={_quote(str(trial_dir(search_dir, trial).parent))}",
                  f"hydra.sweep.subdir={trial_dir(search_dir, trial).name}"]
     if early_stopping:
-        overrides.append(f"early_stop.journal={_quote(str(search_dir / 'journal.jsonl'))}")
+        overrides.append(f"early_stop.thresholds={_quote(str(search_dir / MEDIAN_STOP_FILE))}")
     if wandb_group:  # the trials' W&B runs share the search's group
         overrides.append(f"logger.group={_quote(search_dir.name)}")
     return overrides
@@ -151,6 +160,8 @@ class _SearchRun:
         self.n_trials = int(cfg.search.n_trials)
         self.early = bool(cfg.search.early_stopping) and cfg.objective.name == "train"
         self.grouped = cfg.logger.name == "wandb"
+        if self.early:  # a resumed search's trials compare against what already completed
+            write_median_thresholds(search_dir, journal)
         if self.trials:
             log.info("resuming %s: %d trials finished, %d interrupted", search_dir, self.finished,
                      len(self.interrupted()))
@@ -167,17 +178,20 @@ class _SearchRun:
         return [t for t in self.trials.values() if not t.finished and t.status == "running"]
 
     def propose(self, q: int) -> list[Trial]:
-        """Up to q new trials chosen by the searcher (none when the pool is exhausted)."""
+        """Up to q new trials chosen by the searcher (none when the pool is exhausted); they get
+        their numbers when they start, so trials proposed ahead never share one."""
         chosen = self.searcher.propose(q) if q > 0 else []
-        first = max(self.trials, default=-1) + 1
-        return [Trial(first + i, -1, self.pool.encodings[idx].tolist(),
-                      float(self.pool.latencies_ms[idx]), pool_index=int(idx))
-                for i, idx in enumerate(chosen)]
+        return [Trial(-1, -1, self.pool.encodings[idx].tolist(), float(self.pool.latencies_ms[idx]),
+                      pool_index=int(idx)) for idx in chosen]
 
     def start(self, batch: list[Trial]) -> list[list[str]]:
-        """Give the trials job numbers, journal them as running; returns their jobs' overrides."""
+        """Number the new trials, give every trial a job number, journal them as running; returns
+        their jobs' overrides. (Interrupted trials keep their numbers and run as new jobs.)"""
+        next_number = max(self.trials, default=-1) + 1
         next_job = max((t.job for t in self.trials.values()), default=-1) + 1
         for offset, trial in enumerate(batch):
+            if trial.number < 0:
+                trial.number, next_number = next_number, next_number + 1
             trial.job, trial.status = next_job + offset, "running"
             self.journal.append(trial)
             self.trials[trial.number] = trial
@@ -187,6 +201,8 @@ class _SearchRun:
     def finish(self, trial: Trial, ret: JobReturn) -> None:
         """Record a job's result everywhere; raises TooManyFailures when the rate is exceeded."""
         self.journal.append(_record(trial, ret))
+        if self.early and trial.status == "completed":
+            write_median_thresholds(self.search_dir, self.journal)
         self.searcher.observe([self.pool.row_of(trial)], [trial.observed_value])
         if trial.status == "failed":
             log.warning("trial %d failed: %s", trial.number, trial.error)
@@ -270,20 +286,32 @@ def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None
     """Keep `workers` jobs in flight. Results that arrive together (while the searcher was busy
     proposing) are all observed before the next proposal, which then fills every free slot at
     once: one searcher step per arrival, not per freed worker, so a searcher slower than the
-    arrivals does not fall behind."""
+    arrivals does not fall behind. One candidate is proposed ahead while the jobs run, so the next
+    freed worker starts at once instead of waiting for the searcher (it has then seen one result
+    fewer: as if one more job were in flight)."""
     results: queue.Queue = queue.Queue()
     waiting = run.interrupted()  # they run again first, pending for the searcher meanwhile
     for trial in waiting:
         run.searcher.mark_pending([run.pool.row_of(trial)])
+    ready: list[Trial] = []  # proposed ahead, pending for the searcher, not yet journaled
     in_flight, stopping, exhausted = 0, None, False
+
+    def propose(q: int) -> list[Trial]:
+        nonlocal exhausted
+        batch = run.propose(q)
+        if len(batch) < q and not exhausted:
+            log.warning("the tier's pool is exhausted after %d trials",
+                        run.finished + in_flight + len(ready) + len(batch))
+            exhausted = True
+        return batch
+
     while True:
         free = min(workers - in_flight, run.n_trials - run.finished - in_flight)
-        if stopping is None and free > 0 and not (exhausted and not waiting):
+        if stopping is None and free > 0:
             batch, waiting = waiting[:free], waiting[free:]
-            batch += run.propose(free - len(batch))
+            batch, ready = batch + ready[:free - len(batch)], ready[free - len(batch):]
             if len(batch) < free and not exhausted:
-                log.warning("the tier's pool is exhausted after %d trials", run.finished + in_flight)
-                exhausted = True
+                batch += propose(free - len(batch))
             for trial, job in zip(batch, run.start(batch) if batch else []):
                 # daemon: a killed or interrupted sweeper must not wait for its jobs to end
                 threading.Thread(target=_launch_one, args=(launcher, job, trial, results),
@@ -291,6 +319,9 @@ def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None
                 in_flight += 1
         if in_flight == 0:
             break
+        if (stopping is None and not ready and not exhausted and not waiting
+                and run.finished + in_flight < run.n_trials):
+            ready = propose(1)
         arrived = [results.get()]
         while True:  # and whatever else finished meanwhile
             try:

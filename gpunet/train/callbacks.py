@@ -1,7 +1,8 @@
 """Lightning callbacks of a candidate's run: its learning curve, and the median stopping rule that
-drops unpromising candidates early (paper §3.3.2). Both keep their state in the checkpoint, so a
-resumed run has its whole curve and a pruned run stays pruned. Under DDP every rank keeps the
-(rank-synced) curve, rank 0 alone writes it, and rank 0's stopping decision holds for all ranks."""
+drops unpromising candidates early (paper §3.3.2) against thresholds its search hands it. Both
+keep their state in the checkpoint, so a resumed run has its whole curve and a pruned run stays
+pruned. Under DDP every rank keeps the (rank-synced) curve, rank 0 alone writes it, and rank 0's
+stopping decision holds for all ranks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,43 +47,60 @@ class CurveRecorder(Callback):
         self.curve = list(state_dict["curve"])
 
 
-def read_completed_curves(journal: Path) -> list[list[float]]:
-    """Curves of the completed trials in a search's JSONL journal, where the last line of a trial
-    `number` wins; a line being written by another process (or otherwise unreadable) is skipped,
-    and a missing journal has none."""
-    if not journal.is_file():
-        return []
-    latest: dict[Any, dict] = {}
-    for i, line in enumerate(journal.read_text().splitlines()):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            latest[record.get("number", f"line {i}")] = record
-    return [[float(v) for v in r["curve"]] for r in latest.values()
-            if r.get("status") == "completed" and r.get("curve")]
+@dataclass(frozen=True)
+class MedianThresholds:
+    """What the median stopping rule (Golovin et al., Vizier 2017) needs from a search: how many
+    trials have completed, and at each epoch t the median over them of their running mean of val
+    top-1 up to t. The search computes them from its journal and keeps them in a JSON file
+    (rewritten atomically as trials finish), which the trial's job reads at each epoch: training
+    never reads the journal."""
+
+    completed: int = 0
+    by_epoch: tuple[float, ...] = ()
+
+    @classmethod
+    def from_curves(cls, curves: Sequence[Sequence[float]]) -> MedianThresholds:
+        """From the completed trials' curves. A curve shorter than t contributes its whole mean."""
+        curves = [c for c in curves if c]
+        longest = max((len(c) for c in curves), default=0)
+        return cls(len(curves), tuple(statistics.median(statistics.fmean(c[:t]) for c in curves)
+                                      for t in range(1, longest + 1)))
+
+    def at(self, epoch: int) -> float:
+        """The threshold after `epoch` (1-based) epochs; past the longest completed curve, the
+        median of whole-curve means."""
+        return self.by_epoch[min(epoch, len(self.by_epoch)) - 1]
+
+    def write(self, path: Path) -> None:
+        write_json(path, {"completed": self.completed, "by_epoch": list(self.by_epoch)})
+
+    @classmethod
+    def read(cls, path: Path) -> MedianThresholds:
+        """The thresholds at `path`; none (never stop) while the search has written none."""
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text())
+        return cls(int(data["completed"]), tuple(float(v) for v in data["by_epoch"]))
 
 
-def median_stop(curve: Sequence[float], completed: Sequence[Sequence[float]], grace_epochs: int,
+def median_stop(curve: Sequence[float], thresholds: MedianThresholds, grace_epochs: int,
                 min_completed: int) -> bool:
-    """The median stopping rule (Golovin et al., Vizier 2017): after `grace_epochs`, stop when the
-    best value so far is below the median of the completed trials' running means at this epoch."""
+    """The median stopping rule: after `grace_epochs`, once `min_completed` trials completed, stop
+    when the best value so far is below the median of their running means at this epoch."""
     t = len(curve)
-    if t <= grace_epochs or len(completed) < min_completed:
+    if t <= grace_epochs or thresholds.completed < min_completed or not thresholds.by_epoch:
         return False
-    running_means = [statistics.fmean(c[:t]) for c in completed]
-    return max(curve) < statistics.median(running_means)
+    return max(curve) < thresholds.at(t)
 
 
 class MedianStopping(Callback):
-    """Stops the run (status "pruned") when `median_stop` says so against the search's journal.
-    Rank 0 reads the journal and decides for all ranks: ranks that read it at different moments
-    could disagree, and a rank that stops alone leaves the others waiting."""
+    """Stops the run (status "pruned") when `median_stop` says so against the search's thresholds
+    file (`MedianThresholds`). Rank 0 reads it and decides for all ranks: ranks that read it at
+    different moments could disagree, and a rank that stops alone leaves the others waiting."""
 
-    def __init__(self, recorder: CurveRecorder, journal: Path, grace_epochs: int,
+    def __init__(self, recorder: CurveRecorder, thresholds: Path, grace_epochs: int,
                  min_completed: int) -> None:
-        self.recorder, self.journal = recorder, Path(journal)
+        self.recorder, self.thresholds = recorder, Path(thresholds)
         self.grace_epochs, self.min_completed = grace_epochs, min_completed
         self.pruned = False
 
@@ -93,7 +112,8 @@ class MedianStopping(Callback):
         if trainer.sanity_checking or trainer.current_epoch + 1 >= trainer.max_epochs:
             return
         stop = trainer.is_global_zero and median_stop(
-            self.recorder.curve, read_completed_curves(self.journal), self.grace_epochs, self.min_completed)
+            self.recorder.curve, MedianThresholds.read(self.thresholds), self.grace_epochs,
+            self.min_completed)
         if trainer.strategy.broadcast(stop, src=0):
             self.pruned = trainer.should_stop = True
 

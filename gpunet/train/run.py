@@ -76,8 +76,8 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[CurveRecorder, M
     recorder = CurveRecorder(output_dir / CURVE_FILE)
     clock = RunClock()
     stop = cfg.early_stop
-    stopper = (MedianStopping(recorder, Path(stop.journal), stop.grace_epochs, stop.min_completed)
-               if stop.journal else None)
+    stopper = (MedianStopping(recorder, Path(stop.thresholds), stop.grace_epochs, stop.min_completed)
+               if stop.thresholds else None)
     best = [BestWeights(recorder, output_dir / BEST_WEIGHTS)] if cfg.get("best_weights", True) else []
     last = ModelCheckpoint(dirpath=output_dir, filename=LAST_CKPT.removesuffix(".ckpt"), save_top_k=1,
                            enable_version_counter=False)
