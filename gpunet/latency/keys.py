@@ -69,15 +69,9 @@ class Probe:
 
     def module(self) -> nn.Module:
         """The module this entry times: the timm block of the layer, or the network's head."""
-        from gpunet.models import build_layer, build_model
+        from gpunet.models import build_head, build_layer
 
-        if not self.is_head:
-            return build_layer(self.part)
-        head: HeadSpec = self.part
-        # The smallest network with this head; its head modules are the ones GPUNet runs.
-        stem = LayerSpec("conv", 3, head.in_channels, 1, 1, "relu")
-        net = build_model(NetworkSpec(self.shape[1], (stem,), head))
-        return nn.Sequential(net.conv_head, net.bn2, net.global_pool, net.classifier)
+        return build_head(self.part) if self.is_head else build_layer(self.part)
 
 
 def spec_probes(spec: NetworkSpec) -> list[Probe]:

@@ -15,6 +15,7 @@ MACs and leaves parameter counts unchanged.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 
 import torch
@@ -25,9 +26,10 @@ from timm.models._efficientnet_blocks import (
     InvertedResidual,
     SqueezeExcite,
 )
+from timm.models._efficientnet_builder import efficientnet_init_weights
 from torch import nn
 
-from gpunet.space.spec import LayerSpec, NetworkSpec
+from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 
 BN_EPS = 1e-3
 norm_layer = partial(nn.BatchNorm2d, eps=BN_EPS)
@@ -47,6 +49,22 @@ def build_layer(layer: LayerSpec, drop_path_rate: float = 0.0) -> nn.Module:
                             **common)
     return InvertedResidual(layer.in_channels, layer.out_channels, dw_kernel_size=layer.kernel,
                             **common)
+
+
+def _classifier(width: int, num_classes: int) -> nn.Module:
+    """The last layer: Linear to `num_classes`, or nothing (features out) for 0 classes."""
+    return nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def build_head(head: HeadSpec, global_pool: str = "avg") -> nn.Sequential:
+    """The head: 1x1 conv to `head.width` -> BN-ReLU -> global pool -> classifier (GPUNet's
+    dropout is functional, before the classifier). Its children are the modules GPUNet runs, so
+    the latency table times exactly them."""
+    return nn.Sequential(OrderedDict(
+        conv_head=create_conv2d(head.in_channels, head.width, 1),
+        bn2=BatchNormAct2d(head.width, eps=BN_EPS, act_layer=nn.ReLU),
+        global_pool=SelectAdaptivePool2d(pool_type=global_pool, flatten=True),
+        classifier=_classifier(head.width, head.num_classes)))
 
 
 class GPUNet(nn.Module):
@@ -69,22 +87,8 @@ class GPUNet(nn.Module):
         n = len(body)
         self.blocks = nn.Sequential(*[
             build_layer(layer, drop_path_rate * i / max(n - 1, 1)) for i, layer in enumerate(body)])
-        self.conv_head = create_conv2d(spec.head.in_channels, spec.head.width, 1)
-        self.bn2 = BatchNormAct2d(spec.head.width, eps=BN_EPS, act_layer=nn.ReLU)
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.classifier = self._classifier(self.num_classes)
-        self._init_weights()
-
-    def _classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.uniform_(m.weight, -1.0 / m.in_features ** 0.5, 1.0 / m.in_features ** 0.5)
-                nn.init.zeros_(m.bias)
+        self.conv_head, self.bn2, self.global_pool, self.classifier = build_head(spec.head, global_pool)
+        efficientnet_init_weights(self)  # timm's (TF EfficientNet's): depthwise fan-out / groups
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
@@ -92,7 +96,7 @@ class GPUNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
         self.num_classes = num_classes
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.classifier = self._classifier(num_classes)
+        self.classifier = _classifier(self.num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
