@@ -1,5 +1,5 @@
-"""Helpers shared by the latency tests (no tests here): a tiny search space, composed configs
-and synthetic tables in temporary directories."""
+"""Helpers shared by the latency tests (no tests here): a tiny search space and synthetic tables
+in temporary directories (their configs: the `compose_cfg` fixture of conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
 
 from gpunet.latency.space_keys import reach
 from gpunet.latency.table import LatencyTable
 from gpunet.latency.timing import Timing
-from gpunet.paths import CONF_DIR
 from gpunet.space.space import SearchSpace, space_from_config
 
 # Small enough to enumerate every network (3,072), yet it has everything the walk must handle:
@@ -57,18 +54,6 @@ def synthetic_table(path: Path, space: SearchSpace, num_classes: int = 10, seed:
     table.put_many([(p.key, p.fields(), Timing(float(m), float(m) * 1.2, 7))
                     for p, m in zip(probes, medians)])
     return table
-
-
-def compose_cfg(tmp_path: Path, *overrides: str, space: dict | None = None) -> DictConfig:
-    """The latency apps' config with a table in tmp_path, fast timing settings and `space`."""
-    fast = [f"latency.table={tmp_path / 'table.sqlite'}", "latency.runs=5", "latency.warmup=1",
-            "latency.num_classes=10"]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("latency_build", overrides=[*fast, *overrides])
-    if space is not None:
-        OmegaConf.set_struct(cfg, False)
-        cfg.search_space = space
-    return cfg
 
 
 def write_space_dir(tmp_path: Path, space: dict = TINY) -> Path:

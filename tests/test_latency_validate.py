@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_latency_support import TINY, compose_cfg, tiny_space
+from test_latency_support import TINY, tiny_space
 
 from gpunet.latency.build import ensure_table
 from gpunet.latency.estimate import estimate_encodings, sum_encodings
@@ -43,7 +43,7 @@ def test_too_few_networks_are_refused():
         fidelity(np.ones(3), np.ones(3), np.ones(3))
 
 
-def test_validate_measures_writes_reports_and_stores_the_calibration(tmp_path):
+def test_validate_measures_writes_reports_and_stores_the_calibration(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, "validate.networks=6", space=TINY)
     result = validate(cfg, tmp_path / "out")
     assert result.networks == 6 and -1 <= result.kendall_tau <= 1 and result.mape_pct >= 0

@@ -22,7 +22,6 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
-from test_latency_support import compose_cfg
 
 from gpunet.latency import build
 from gpunet.latency.backends import BackendUnavailable
@@ -84,7 +83,7 @@ def test_a_search_for_an_h100_runs_on_this_cpu_machine_from_the_stored_table(tmp
 
 
 @no_gpu_here
-def test_stratify_for_an_h100_works_from_the_stored_table(tmp_path, capsys):
+def test_stratify_for_an_h100_works_from_the_stored_table(tmp_path, capsys, compose_cfg):
     gpu_table(tmp_path / "table.sqlite").close()
     cfg = compose_cfg(tmp_path, "device=h100", "stratify.samples=4096")
     summary = stratify(cfg, tmp_path / "out")
@@ -94,7 +93,8 @@ def test_stratify_for_an_h100_works_from_the_stored_table(tmp_path, capsys):
 
 
 @no_gpu_here
-def test_without_a_complete_stored_table_the_error_names_the_build_to_run_on_a_gpu_node(tmp_path):
+def test_without_a_complete_stored_table_the_error_names_the_build_to_run_on_a_gpu_node(tmp_path,
+                                                                                       compose_cfg):
     cfg = compose_cfg(tmp_path, "device=h100")
     command = (f"python -m gpunet.latency.build device=h100 latency=tensorrt search_space=cpu "
                f"data.num_classes=10 latency.table={tmp_path / 'table.sqlite'}")
@@ -117,7 +117,7 @@ def test_without_a_complete_stored_table_the_error_names_the_build_to_run_on_a_g
 
 
 @no_gpu_here
-def test_the_newest_complete_stored_context_is_taken(tmp_path, capsys):
+def test_the_newest_complete_stored_context_is_taken(tmp_path, capsys, compose_cfg):
     path = tmp_path / "table.sqlite"
     gpu_table(path).close()
     newer = {**H100, "versions": {**H100["versions"], "tensorrt": "10.9.0"}}

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from gpunet.models import build_model, resolve_spec
-from gpunet.paths import CONF_DIR
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 from gpunet.train import fit_candidate
 from gpunet.train.callbacks import MedianThresholds
@@ -29,14 +28,18 @@ FAKE = ["data=fake", "data.train_size=64", "data.val_size=32"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def config(*overrides: str) -> DictConfig:
-    """train.yaml with small fake data unless the overrides pick the data."""
-    data = [] if any(o.startswith("data=") for o in overrides) else FAKE
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=["arch=tiny", *FAST, *data, *overrides])
+@pytest.fixture
+def config(composed) -> Callable[..., DictConfig]:
+    """`config(*overrides)`: train.yaml with small fake data unless the overrides pick the data."""
+
+    def get(*overrides: str) -> DictConfig:
+        data = [] if any(o.startswith("data=") for o in overrides) else FAKE
+        return composed("train", "arch=tiny", *FAST, *data, *overrides)
+
+    return get
 
 
-def test_a_run_saves_its_curve_and_resumes_where_it_stopped(tmp_path) -> None:
+def test_a_run_saves_its_curve_and_resumes_where_it_stopped(tmp_path, config) -> None:
     start = time.perf_counter()
     first = fit_candidate(config("recipe.epochs=2"), TINY, tmp_path)
     first_s = time.perf_counter() - start
@@ -60,7 +63,7 @@ def test_a_run_saves_its_curve_and_resumes_where_it_stopped(tmp_path) -> None:
     assert again.seconds_before_resume > longer.seconds_before_resume  # both attempts before it
 
 
-def test_best_weights_are_the_best_epochs_and_can_be_turned_off(tmp_path) -> None:
+def test_best_weights_are_the_best_epochs_and_can_be_turned_off(tmp_path, config) -> None:
     from gpunet.train.callbacks import CURVE_METRIC
 
     result = fit_candidate(config("recipe.epochs=3"), TINY, tmp_path / "on")
@@ -73,7 +76,7 @@ def test_best_weights_are_the_best_epochs_and_can_be_turned_off(tmp_path) -> Non
     assert not list((tmp_path / "off").glob("best*"))
 
 
-def test_digits_with_the_paper_recipe_and_a_hub_model(tmp_path) -> None:
+def test_digits_with_the_paper_recipe_and_a_hub_model(tmp_path, config) -> None:
     """gpunet_0 at 32 px with Table 5 (RandAugment, random erasing, EMA), two batches."""
     cfg = config("data=digits", "data.resolution=32", "recipe=gpunet", "recipe.epochs=1",
                  "recipe.batch_size=8", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2")
@@ -89,13 +92,13 @@ def test_digits_with_the_paper_recipe_and_a_hub_model(tmp_path) -> None:
     assert result.best_weights.stat().st_size < result.checkpoint.stat().st_size / 2  # weights only
 
 
-def test_a_diverging_run_fails_with_a_clear_status(tmp_path) -> None:
+def test_a_diverging_run_fails_with_a_clear_status(tmp_path, config) -> None:
     result = fit_candidate(config("recipe.epochs=2", "recipe.lr=1e30", "recipe.warmup_epochs=0"), TINY,
                            tmp_path)
     assert result.status == "failed" and "loss is nan" in result.error and result.epochs == 0
 
 
-def test_out_of_memory_fails_with_a_clear_status(tmp_path, monkeypatch) -> None:
+def test_out_of_memory_fails_with_a_clear_status(tmp_path, monkeypatch, config) -> None:
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
@@ -104,7 +107,7 @@ def test_out_of_memory_fails_with_a_clear_status(tmp_path, monkeypatch) -> None:
     assert result.status == "failed" and result.error.startswith("OutOfMemoryError")
 
 
-def test_other_errors_are_raised(tmp_path, monkeypatch) -> None:
+def test_other_errors_are_raised(tmp_path, monkeypatch, config) -> None:
     def bug(*args, **kwargs):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
@@ -113,7 +116,7 @@ def test_other_errors_are_raised(tmp_path, monkeypatch) -> None:
         fit_candidate(config("recipe.epochs=1"), TINY, tmp_path)
 
 
-def test_an_unpromising_candidate_is_pruned_and_stays_pruned(tmp_path) -> None:
+def test_an_unpromising_candidate_is_pruned_and_stays_pruned(tmp_path, config) -> None:
     thresholds = tmp_path / "median_stop.json"  # what a search hands its trials' jobs
     MedianThresholds.from_curves([[0.99] * 4] * 3).write(thresholds)
     stop = [f"early_stop.thresholds={thresholds}", "early_stop.grace_epochs=1",
@@ -124,7 +127,7 @@ def test_an_unpromising_candidate_is_pruned_and_stays_pruned(tmp_path) -> None:
     assert again.status == "pruned" and again.curve == result.curve
 
 
-def test_wandb_offline_run_is_finished_and_resumed_under_one_id(tmp_path, monkeypatch) -> None:
+def test_wandb_offline_run_is_finished_and_resumed_under_one_id(tmp_path, monkeypatch, config) -> None:
     import wandb
 
     from gpunet.train.loggers import run_id
@@ -152,7 +155,7 @@ def test_wandb_offline_run_is_finished_and_resumed_under_one_id(tmp_path, monkey
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_mixed_precision_training_on_a_gpu(tmp_path) -> None:
+def test_mixed_precision_training_on_a_gpu(tmp_path, config) -> None:
     result = fit_candidate(config("device=h100", "recipe.epochs=2"), TINY, tmp_path)
     assert result.status == "completed" and result.epochs == 2
     assert "MixedPrecision" in torch.load(tmp_path / "last.ckpt", weights_only=False)  # the grad scaler
