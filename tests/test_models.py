@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from gpunet.models import GPUNet, build_model, export_onnx, resolve_spec, spec_cost
-from gpunet.space import encoding_to_spec, released_spec
+from gpunet.space import encoding_to_spec, released_spec, save_spec
 from gpunet.space.spec import NetworkSpec
 
 
@@ -124,7 +124,7 @@ def test_resolve_spec_accepts_names_paths_and_encodings(table1, tmp_path):
     assert resolve_spec("gpunet_2").resolution == 384
     path = tmp_path / "net.json"
     spec = encoding_to_spec(table1, [1] * 41)
-    path.write_text(spec.to_json())
+    save_spec(spec, path)
     assert resolve_spec(str(path)) == spec
     assert resolve_spec(",".join(["1"] * 41), table1).layers == spec.layers
     assert resolve_spec([1] * 41, table1).layers == spec.layers

@@ -19,7 +19,8 @@ import yaml
 from omegaconf import DictConfig
 
 from gpunet.files import write_text
-from gpunet.space.spec import NetworkSpec, load_spec
+from gpunet.space.formats import load_spec, released_spec, save_spec
+from gpunet.space.spec import NetworkSpec
 
 RELEASED_TABLE = Path(__file__).with_name("released.yaml")
 
@@ -42,8 +43,6 @@ class HubEntry:
 
     def spec(self, directory: Path | None = None) -> NetworkSpec:
         if self.spec_file is None:
-            from gpunet.space.nvidia import released_spec
-
             return released_spec(self.name)
         return load_spec((directory or hub_dir()) / self.spec_file)
 
@@ -105,7 +104,7 @@ def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | N
         return HubUpdate("kept", current, f"the hub's {name} has top-1 {current.top1 or 0.0:.4f} >= "
                                           f"{entry.top1:.4f}")
     spec = NetworkSpec.from_dict({**best["spec"], "name": name})
-    write_text(directory / entry.spec_file, spec.to_json())
+    save_spec(spec, directory / entry.spec_file)
     entries = [e for e in entries if e.name != name] + [entry]
     write_text(directory / "hub.yaml",
                   yaml.safe_dump([asdict(e) for e in entries], sort_keys=False))

@@ -13,7 +13,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, register_model
 
 from gpunet.models.network import GPUNet
-from gpunet.space.nvidia import RELEASED, released_spec
+from gpunet.space.formats import RELEASED, released_spec
 from gpunet.space.spec import NetworkSpec
 
 

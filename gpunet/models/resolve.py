@@ -10,8 +10,9 @@ from typing import Any
 from gpunet.errors import ConfigError
 from gpunet.models.registry import HUB_SPECS
 from gpunet.space.encoding import encoding_to_spec
+from gpunet.space.formats import load_spec
 from gpunet.space.space import SearchSpace, load_space
-from gpunet.space.spec import NetworkSpec, load_spec
+from gpunet.space.spec import NetworkSpec
 
 
 def resolve_spec(arch: Any, space: SearchSpace | None = None) -> NetworkSpec:

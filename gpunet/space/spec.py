@@ -7,12 +7,10 @@ its layers by (layer, input shape).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from gpunet.errors import ConfigError, NotFoundError
+from gpunet.errors import ConfigError
 from gpunet.space.space import ACTIVATIONS, BLOCKS
 
 if TYPE_CHECKING:
@@ -112,19 +110,3 @@ class NetworkSpec:
                        head=HeadSpec(**data["head"]), name=data.get("name"))
         except (KeyError, TypeError) as err:
             raise ConfigError(f"not a gpunet network spec: {err}") from err
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
-
-
-def load_spec(path: str | Path) -> NetworkSpec:
-    """Read a spec JSON file: gpunet's own format or NVIDIA's released format."""
-    from gpunet.space.nvidia import spec_from_nvidia
-
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"no network spec at {path}")
-    data = json.loads(path.read_text())
-    if isinstance(data, list):
-        return spec_from_nvidia(data, name=path.stem)
-    return NetworkSpec.from_dict(data)
