@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     # the searchers' and the tabular objective's code are part of the key
     bench_id = fingerprint(bench.pool, bench.runs, code_digest(), Path(tabular.__file__).read_bytes())
     grid = [(s, seed, q) for s in args.searchers for q in args.batch_sizes for seed in args.seeds]
-    grid.sort(key=lambda t: (t[0] not in ("bo", "lamcts_bo"), t[2] != 1))  # slowest first
+    # the model-free searchers first (seconds each), then the GP ones, q=8 before q=1 (fewer GP
+    # steps): an interrupted benchmark has whole rows for as many searchers as possible
+    grid.sort(key=lambda t: (t[0] in ("bo", "lamcts_bo"), t[2] == 1))
     tasks = {
         run_key(s, seed, q): (
             fingerprint(bench_id, cfgs[s], seed, q, args.budget),

@@ -159,8 +159,10 @@ def cached_runs(
     todo = [delayed(_run_keyed)(k, fp, run, args) for k, (fp, run, args) in tasks.items() if k not in runs]
     results = Parallel(n_jobs=jobs, return_as="generator_unordered")(todo)
     for key, fp, result in tqdm(results, total=len(todo), desc="runs", unit="run"):
-        runs[key] = cache[key] = {**result, "fingerprint": fp}
-        write_text(cache_path, json.dumps(cache))
+        runs[key] = {**result, "fingerprint": fp}
+        # re-read before writing: runs another process (a second invocation) saved meanwhile stay
+        cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+        write_text(cache_path, json.dumps({**cache, key: runs[key]}))
     return runs
 
 
