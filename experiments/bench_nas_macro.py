@@ -75,7 +75,7 @@ def median_evals(curves: np.ndarray, threshold: float) -> float | None:
     return None if not np.isfinite(n) else float(n)
 
 
-def summarise(runs: dict, args: argparse.Namespace, bench: TabularBenchmark, source: str) -> str:
+def summarise(runs: dict[str, dict], args: argparse.Namespace, bench: TabularBenchmark, source: str) -> str:
     """Plot and tabulate; return the markdown report."""
     top_regret = bench.best_mean - bench.top_threshold(TOP_FRACTION)
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
@@ -84,7 +84,9 @@ def summarise(runs: dict, args: argparse.Namespace, bench: TabularBenchmark, sou
     fig, axes = plt.subplots(1, len(args.batch_sizes), figsize=(width, 4.5), squeeze=False)
     for ax, q in zip(axes[0], args.batch_sizes, strict=True):
         for s in args.searchers:
-            rs = [runs[run_key(s, seed, q)] for seed in args.seeds]
+            rs = [runs[run_key(s, seed, q)] for seed in args.seeds if run_key(s, seed, q) in runs]
+            if not rs:
+                continue
             curves = np.array([incumbent_regret(r, bench) for r in rs])
             found = np.array([found_regret(r, bench) for r in rs])
             n = np.arange(1, curves.shape[1] + 1)
@@ -99,6 +101,7 @@ def summarise(runs: dict, args: argparse.Namespace, bench: TabularBenchmark, sou
                 {
                     "searcher": s,
                     "q": q,
+                    "seeds": len(rs),
                     **{f"regret@{c}": float(np.median(curves[:, c - 1])) for c in checkpoints},
                     "to_top1": median_evals(curves, top_regret),
                     "to_best": median_evals(curves, 0.0),
@@ -124,11 +127,17 @@ def summarise(runs: dict, args: argparse.Namespace, bench: TabularBenchmark, sou
     )
     fig.tight_layout()
     save_figure(fig, args.out / f"{args.prefix}_best_so_far.png")
-    return render_markdown(rows, args, bench, checkpoints, source)
+    keys = [run_key(s, seed, q) for q in args.batch_sizes for s in args.searchers for seed in args.seeds]
+    return render_markdown(rows, args, bench, checkpoints, source, [k for k in keys if k not in runs])
 
 
 def render_markdown(
-    rows: list[dict], args: argparse.Namespace, bench: TabularBenchmark, checkpoints: list[int], source: str
+    rows: list[dict],
+    args: argparse.Namespace,
+    bench: TabularBenchmark,
+    checkpoints: list[int],
+    source: str,
+    missing: list[str],
 ) -> str:
     fmt = lambda v: "never" if v is None else f"{v:g}"  # noqa: E731
     out = [
@@ -149,16 +158,22 @@ def render_markdown(
         "",
         "| searcher | q | "
         + " | ".join(f"regret@{c}" for c in checkpoints)
-        + " | to top 1% | to best | best evaluated | median run s |",
-        "|---|---|" + "---|" * (len(checkpoints) + 4),
+        + " | to top 1% | to best | best evaluated | median run s | seeds |",
+        "|---|---|" + "---|" * (len(checkpoints) + 5),
     ]
     for r in rows:
         out.append(
             f"| {r['searcher']} | {r['q']} | "
             + " | ".join(f"{r[f'regret@{c}']:.2f}" for c in checkpoints)
             + f" | {fmt(r['to_top1'])} | {fmt(r['to_best'])} | {fmt(r['best_evaluated'])}"
-            + f" | {r['seconds']:.1f} |"
+            + f" | {r['seconds']:.1f} | {r['seeds']} |"
         )
+    if missing:
+        out += [
+            "",
+            f"**Incomplete: {len(missing)} (searcher, seed, q) runs missing**: {', '.join(missing)}. "
+            "Rows above are medians over the seeds that ran ('seeds' column).",
+        ]
     modes = "; ".join(f"{r['searcher']} q={r['q']}: {r['modes']}" for r in rows)
     out += ["", f"Proposal modes (all seeds): {modes}"]
     return "\n".join(out) + "\n"
@@ -184,6 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="parallel runs (processes)")
     p.add_argument("--out", type=Path, default=ROOT / "experiments/results")
     p.add_argument("--prefix", default="nas_macro", help="output names: <prefix>_runs.json, ...")
+    p.add_argument("--report-only", action="store_true", help="report the cached runs; run nothing")
     return p.parse_args(argv)
 
 
@@ -208,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for s, seed, q in grid
     }
-    runs = cached_runs(args.out / f"{args.prefix}_runs.json", tasks, args.jobs)
+    runs = cached_runs(args.out / f"{args.prefix}_runs.json", tasks, args.jobs, not args.report_only)
     report = summarise(runs, args, bench, source)
     write_text(args.out / f"{args.prefix}.md", report)
     print(report)

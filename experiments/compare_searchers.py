@@ -149,14 +149,19 @@ def _run_keyed(key: str, fp: str, run: Callable[..., dict], args: tuple) -> tupl
 
 
 def cached_runs(
-    cache_path: Path, tasks: dict[str, tuple[str, Callable[..., dict], tuple]], jobs: int
+    cache_path: Path,
+    tasks: dict[str, tuple[str, Callable[..., dict], tuple]],
+    jobs: int,
+    run_missing: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Results of `tasks` (key -> (fingerprint, run, args)): a cached result whose fingerprint
     matches is reused; the others run in parallel, in the tasks' order, and each is written to the
-    cache as soon as it ends, so an interrupted experiment resumes where it stopped."""
+    cache as soon as it ends, so an interrupted experiment resumes where it stopped (with
+    `run_missing` False: only the cached results, to report on a partial experiment)."""
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     runs = {k: cache[k] for k, (fp, _, _) in tasks.items() if cache.get(k, {}).get("fingerprint") == fp}
     todo = [delayed(_run_keyed)(k, fp, run, args) for k, (fp, run, args) in tasks.items() if k not in runs]
+    todo = todo if run_missing else []
     results = Parallel(n_jobs=jobs, return_as="generator_unordered")(todo)
     for key, fp, result in tqdm(results, total=len(todo), desc="runs", unit="run"):
         runs[key] = {**result, "fingerprint": fp}

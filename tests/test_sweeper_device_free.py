@@ -32,7 +32,7 @@ from gpunet.latency.table import LatencyTable
 from gpunet.latency.timing import Timing
 from gpunet.paths import CONF_DIR
 from gpunet.search.journal import Trial
-from gpunet.search.outputs import write_outputs
+from gpunet.search.outputs import OutputSettings, write_outputs
 from gpunet.space import load_space, sobol_encodings
 
 TESTS = Path(__file__).resolve().parent
@@ -178,7 +178,7 @@ def test_the_best_networks_latency_is_measured_by_a_launcher_job_when_the_sweepe
     trials = [Trial(0, 0, x, 1.0, status="completed", value=-2.0),
               Trial(1, 5, sobol_encodings(CPU_SPACE, 2, seed=0)[1].tolist(), 1.1, status="completed",
                     value=-3.0)]
-    best = write_outputs(tmp_path, trials, cfg, launcher, base)
+    best = write_outputs(tmp_path, trials, OutputSettings.from_config(cfg), launcher, base)
     [job] = launcher.launched
     assert job[:2] == base and "++trial.kind=latency" in job and "hydra.sweep.subdir=best_latency" in job
     assert f"trial.encoding=[{','.join(map(str, x))}]" in job and "++trial.num_classes=10" in job

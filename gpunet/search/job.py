@@ -20,8 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import hydra
-import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -31,16 +29,6 @@ from gpunet.space import encoding_to_spec, space_from_config
 log = logging.getLogger(__name__)
 LOCK_FILE = ".trial.lock"  # held by the job that runs the trial
 RESULT_FILE = "result.json"  # what the job returned, for a re-run sweeper whose journal lacks it
-
-
-def evaluate(objective: DictConfig, encoding: list[int], cardinalities: np.ndarray) -> float:
-    """A synthetic objective by name, or any `_target_` callable (encoding, cardinalities) -> value
-    (a surrogate, a predictor, a test double)."""
-    if objective.get("_target_"):
-        return float(hydra.utils.get_method(objective._target_)(encoding, cardinalities))
-    from gpunet.search.objectives import evaluate_objective
-
-    return float(evaluate_objective(objective, encoding, cardinalities))
 
 
 TRIAL_KINDS = ("candidate", "latency")
@@ -127,10 +115,12 @@ def saved_result(output_dir: Path, encoding: list[int]) -> dict[str, Any] | None
 
 
 def _evaluate_candidate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    from gpunet.search.objectives import evaluate_objective, trains  # BoTorch: only when needed
+
     start, started_at = time.perf_counter(), time.time()
     space = space_from_config(cfg.search_space)
     encoding = [int(x) for x in cfg.trial.encoding]
-    if cfg.objective.name == "train":
+    if trains(cfg.objective):
         from gpunet.latency.build import head_classes
         from gpunet.train.run import fit_candidate
 
@@ -142,8 +132,8 @@ def _evaluate_candidate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                # a resumed trial: its earlier attempts' training time (carried in last.ckpt)
                "duration_before_resume_s": result.seconds_before_resume}
     else:
-        out = {"status": "completed", "value": evaluate(cfg.objective, encoding, space.cardinalities),
-               "curve": [], "error": None}
+        value = evaluate_objective(cfg.objective, encoding, space.cardinalities)
+        out = {"status": "completed", "value": value, "curve": [], "error": None}
     # when it ran (wall clock), so schedules can be checked: overlap, idle workers; duration_s is
     # the whole trial's, earlier attempts of a resumed one included
     out.update(duration_s=time.perf_counter() - start + out.get("duration_before_resume_s", 0.0),

@@ -26,8 +26,10 @@ from gpunet import console
 from gpunet.errors import GpunetError
 from gpunet.search.identity import SearchMismatch, check_same_search, search_definition
 from gpunet.search.journal import Journal, Trial
+from gpunet.search.objectives import trains
 from gpunet.search.searchers import make_searcher
 from gpunet.space import space_from_config
+from gpunet.train.loggers import uses_wandb
 
 log = logging.getLogger(__name__)
 MEDIAN_STOP_FILE = "median_stop.json"  # the thresholds of median stopping, for the trials' jobs
@@ -114,7 +116,6 @@ def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path,
     overrides = [*base,
                  f"trial.number={trial.number}",
                  f"trial.encoding=[{','.join(str(int(x)) for x in trial.encoding)}]",
-                 f"search.dir={_quote(str(search_dir))}",
                  f"hydra.sweep.dir={_quote(str(trial_dir(search_dir, trial).parent))}",
                  f"hydra.sweep.subdir={trial_dir(search_dir, trial).name}"]
     if early_stopping:
@@ -158,8 +159,8 @@ class _SearchRun:
             self.searcher.observe([pool.row_of(trial)], [trial.observed_value])
         self.trials = journal.load()
         self.n_trials = int(cfg.search.n_trials)
-        self.early = bool(cfg.search.early_stopping) and cfg.objective.name == "train"
-        self.grouped = cfg.logger.name == "wandb"
+        self.early = bool(cfg.search.early_stopping) and trains(cfg.objective)
+        self.grouped = uses_wandb(cfg.logger)
         if self.early:  # a resumed search's trials compare against what already completed
             write_median_thresholds(search_dir, journal)
         if self.trials:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from gpunet.files import save_figure, write_text  # noqa: E402
 from gpunet.latency.stratify import Tier  # noqa: E402
 from gpunet.models import build_model, export_onnx, spec_cost  # noqa: E402
 from gpunet.search.journal import Trial  # noqa: E402
-from gpunet.space import encoding_to_spec, space_from_config  # noqa: E402
+from gpunet.space import SearchSpace, encoding_to_spec, space_from_config  # noqa: E402
 from gpunet.space.spec import NetworkSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -117,19 +118,43 @@ def latency_job_overrides(base: Sequence[str], best: Trial, num_classes: int,
             f"hydra.sweep.dir={_quote(str(search_dir.resolve()))}", "hydra.sweep.subdir=best_latency"]
 
 
-def measure_best(search_dir: Path, best: Trial, spec: NetworkSpec, cfg: DictConfig,
+Measure = Callable[[NetworkSpec], tuple[float, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """What a search's outputs take from its config, read once at the edge (`from_config`)."""
+
+    space: SearchSpace
+    metric: str  # the value's name in best.yaml: val_top1, or <objective>_value
+    band: tuple[float, float]  # the tier's latency band (ms), shaded in the plot
+    num_classes: int  # the head of the tier's pool, for a best trial that trained none
+    device: str
+    backend: str
+    measure: Measure  # end-to-end latency in this process; raises BackendUnavailable
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> OutputSettings:
+        from gpunet.latency import build
+        from gpunet.search.objectives import objective_metric
+
+        return cls(space_from_config(cfg.search_space), objective_metric(cfg.objective),
+                   Tier.from_config(cfg.tier).band, build.head_classes(cfg), str(cfg.device.name),
+                   str(cfg.latency.name), lambda spec: build.measure_network_context(spec, cfg))
+
+
+def measure_best(search_dir: Path, best: Trial, spec: NetworkSpec, settings: OutputSettings,
                  launcher: Launcher | None, overrides: Sequence[str], trials: list[Trial]
                  ) -> dict[str, Any]:
     """The best network's end-to-end latency for best.yaml: measured in this process when the
     backend runs here, else by a launcher job; null with a note when neither could."""
     from gpunet.latency.backends import BackendUnavailable
-    from gpunet.latency.build import measure_network_context
 
     try:
-        ms, context = measure_network_context(spec, cfg)
+        ms, context = settings.measure(spec)
         return {"measured_latency_ms": float(ms), "measured_on": _measured_on(context, "sweeper")}
     except BackendUnavailable as err:
-        reason = f"the sweeper cannot run latency={cfg.latency.name} ({err})"
+        reason = f"the sweeper cannot run latency={settings.backend} ({err})"
     if launcher is not None:
         job = latency_job_overrides(overrides, best, spec.head.num_classes, search_dir)
         log.info("measuring the best network's end-to-end latency as a launcher job")
@@ -144,31 +169,28 @@ def measure_best(search_dir: Path, best: Trial, spec: NetworkSpec, cfg: DictConf
         error = result.get("error") if isinstance(result, dict) else repr(result)
         reason += f", and neither could the launcher job sent to measure it ({error})"
     note = (f"not measured: {reason}. est_latency_ms is the table's estimate. To measure it, re-run "
-            f"this search's command where latency={cfg.latency.name} runs on device={cfg.device.name} "
+            f"this search's command where latency={settings.backend} runs on device={settings.device} "
             "(it resumes: no trial runs again, and best.yaml is rewritten with the measurement)")
     log.warning("best.yaml: %s", note)
     return {"measured_latency_ms": None, "measured_latency_note": note}
 
 
-def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str,
+def write_best(search_dir: Path, best: Trial, settings: OutputSettings,
                launcher: Launcher | None = None, overrides: Sequence[str] = (),
                trials: Sequence[Trial] = ()) -> dict[str, Any]:
     """best.yaml (encoding, spec, latencies, value, params, MACs) and best.onnx."""
-    from gpunet.latency.build import head_classes
-
-    space = space_from_config(cfg.search_space)
     # the trained head (train objective), else the data's classes: the head of the tier's pool
-    num_classes = int(best.extra.get("num_classes") or head_classes(cfg))
-    spec = encoding_to_spec(space, best.encoding, num_classes=num_classes)
+    num_classes = int(best.extra.get("num_classes") or settings.num_classes)
+    spec = encoding_to_spec(settings.space, best.encoding, num_classes=num_classes)
     cost = spec_cost(spec)
     onnx_path = export_onnx(build_model(spec), search_dir / "best.onnx",
                             (1, 3, spec.resolution, spec.resolution))
     summary = {
-        "trial": best.number, metric: best.value, "status": best.status,
+        "trial": best.number, settings.metric: best.value, "status": best.status,
         "encoding": [int(x) for x in best.encoding],
         "est_latency_ms": best.est_latency_ms,
-        **measure_best(search_dir, best, spec, cfg, launcher, overrides, list(trials) or [best]),
-        "latency_context": {"device": cfg.device.name, "backend": cfg.latency.name},
+        **measure_best(search_dir, best, spec, settings, launcher, overrides, list(trials) or [best]),
+        "latency_context": {"device": settings.device, "backend": settings.backend},
         "params": cost.params, "macs": cost.macs, "resolution": spec.resolution,
         "onnx": onnx_path.name, "spec": spec.to_dict(),
     }
@@ -176,23 +198,21 @@ def write_best(search_dir: Path, best: Trial, cfg: DictConfig, metric: str,
     return summary
 
 
-def write_outputs(search_dir: Path, trials: list[Trial], cfg: DictConfig,
+def write_outputs(search_dir: Path, trials: list[Trial], settings: OutputSettings,
                   launcher: Launcher | None = None, overrides: Sequence[str] = ()
                   ) -> dict[str, Any] | None:
     """Everything a finished (or stopped) search leaves behind; returns the best summary.
 
     With the search's `launcher` and grid-point `overrides`, the best network's latency is
     measured by a launcher job when the latency backend cannot run in this process."""
-    metric = "val_top1" if cfg.objective.name == "train" else f"{cfg.objective.name}_value"
     write_results_csv(search_dir / "results.csv", trials)
-    band = Tier.from_config(cfg.tier).band
-    plot_convergence(search_dir / "convergence.png", trials, metric)
-    plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, metric, band)
+    plot_convergence(search_dir / "convergence.png", trials, settings.metric)
+    plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, settings.metric, settings.band)
     best = best_trial(trials)
     if best is None:
         log.warning("no trial of %s finished with a value: no best.yaml", search_dir)
         return None
-    return write_best(search_dir, best, cfg, metric, launcher, overrides, trials)
+    return write_best(search_dir, best, settings, launcher, overrides, trials)
 
 
 def write_comparison(sweep_dir: Path, searches: dict[str, list[Trial]]) -> None:
