@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from gpunet.latency.build import build_table, table_path
 from gpunet.files import write_json, write_text
-from gpunet.latency.stratify import stratify
-from gpunet.latency.validate import validate
+from gpunet.latency.build import LatencySetup, build_table
+from gpunet.latency.stratify import stratify_app
+from gpunet.latency.validate import validate_app
 from gpunet.paths import CONF_DIR
+from gpunet.space import space_from_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,24 +41,25 @@ def main() -> None:
                 f"validate.prefix=latency_fidelity_{args.tag}", f"stratify.prefix=latency_tiers_{args.tag}"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("latency_build", overrides=[*defaults, *args.overrides])
-    path = table_path(OmegaConf.to_container(cfg.latency, resolve=True))
+    setup = LatencySetup.from_config(cfg)
+    path = setup.table_path
     if not args.keep_table:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     steps = {}
     load = os.getloadavg()
     start = time.perf_counter()
-    report = build_table(cfg)
+    report = build_table(setup, space_from_config(cfg.search_space))
     steps["build"] = {**report.summary(), "wall_s": round(time.perf_counter() - start, 1),
                       "load_average_before": load, "load_average_after": os.getloadavg()}
     load, start = os.getloadavg(), time.perf_counter()
-    fidelity = validate(cfg, RESULTS)
+    fidelity = validate_app(cfg, RESULTS)
     steps["validate"] = {"wall_s": round(time.perf_counter() - start, 1), "load_average_before": load,
                          "load_average_after": os.getloadavg(), "kendall_tau": fidelity.kendall_tau,
                          "calibrated_mape_pct": fidelity.calibrated_mape_pct,
                          "calibrated_loo_mape_pct": fidelity.calibrated_loo_mape_pct}
     load, start = os.getloadavg(), time.perf_counter()
-    tiers = stratify(cfg, RESULTS)
+    tiers = stratify_app(cfg, RESULTS)
     steps["stratify"] = {"wall_s": round(time.perf_counter() - start, 1), "load_average_before": load,
                          "load_average_after": os.getloadavg(), "tiers": tiers["tiers"],
                          "range_ms": tiers["range_ms"]}

@@ -220,12 +220,12 @@ def _searcher_and_objective(cfg: DictConfig) -> list[str]:
                       np.zeros((1, len(card)), dtype=np.int16), card, int(cfg.seed))
     except (ValueError, TypeError) as err:
         problems.append(f"searcher={cfg.searcher.get('name')}: {err}")
-    objective = cfg.objective
-    if objective.get("_target_") is None and objective.get("name") != "train":
-        from gpunet.search.objectives import make_objective
+    objective = OmegaConf.to_container(cfg.objective, resolve=True)
+    from gpunet.search.objectives import objective_function, trains
 
-        try:
-            make_objective(OmegaConf.to_container(objective, resolve=True), card)
+    if not trains(objective):
+        try:  # a synthetic objective's knobs, or a custom objective's `_target_` import
+            objective_function(objective, card)
         except (ValueError, TypeError) as err:
             problems.append(f"objective={objective.get('name')}: {err}")
     return problems
@@ -239,7 +239,9 @@ def check_search(cfg: DictConfig) -> None:
     launcher = _select(cfg, "hydra.launcher")
     if isinstance(launcher, DictConfig):
         problems += broken(launcher, LAUNCHER, prefix="hydra.launcher.")
-    training = _select(cfg, "objective.name") == "train"
+    from gpunet.search.objectives import trains
+
+    training = trains(_select(cfg, "objective") or {})
     if training:
         problems += [p for p in broken(cfg, TRAINING) + data_source(cfg) if p not in problems]
     if not any(p.startswith("seed=") for p in problems):  # the searcher needs a valid seed

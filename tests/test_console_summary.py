@@ -216,16 +216,13 @@ def test_help_offers_only_real_latency_backends(tmp_path):
 
 def test_the_summary_survives_a_journal_with_every_status(tmp_path):
     """The formatting alone: counts by status, no best, the hub's reason when nothing was added."""
-    from omegaconf import OmegaConf
-
     from gpunet.search.journal import Trial
     from gpunet.search.summary import format_summary, hub_line
 
-    cfg = OmegaConf.create({"objective": {"name": "train"}, "hub": {"add": True},
-                            "search": {"n_trials": 5}})
     trials = [Trial(i, i, [0], 1.0, status=s) for i, s in
               enumerate(["failed", "failed", "pruned", "running"])]
-    text = format_summary(tmp_path, trials, cfg, None, hub_line(cfg, None))
+    hub = hub_line(None, objective="train", trains=True, hub_add=True)
+    text = format_summary(tmp_path, trials, 5, "val_top1", None, hub)
     assert text.splitlines()[1:3] == [
         "  trials: 3 of 5 finished: 0 completed, 1 pruned, 2 failed (1 interrupted)",
         "  best: none (no trial finished with a value)"]

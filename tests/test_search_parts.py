@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import timm
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
 
-from gpunet.hub.table import add_search_result, entry_name, load_hub, query
+from gpunet.hub.table import SearchOrigin, add_search_result, entry_name, load_hub, query
 from gpunet.search.grid import grid_points
 from gpunet.search.journal import Journal, Trial
 from gpunet.space import encoding_to_spec
@@ -74,23 +73,21 @@ def test_released_gpunets_are_in_the_hub_and_queryable():
 
 def test_search_results_enter_the_hub_and_timm(tmp_path, table1):
     spec = encoding_to_spec(table1, [0] * 41, num_classes=10)
-    cfg = OmegaConf.create({"hub": {"dir": str(tmp_path)}, "device": {"name": "cpu"},
-                            "tier": {"name": "1ms"}, "data": {"name": "digits"},
-                            "latency": {"name": "onnxruntime"},
-                            "search_space": {"name": "gpunet"}})
+    origin = SearchOrigin(search_space="gpunet", device="cpu", tier="1ms", dataset="digits",
+                          backend="onnxruntime")
     best = {"val_top1": 0.5, "resolution": spec.resolution, "measured_latency_ms": 1.1,
             "est_latency_ms": 1.0, "params": 1, "macs": 2, "encoding": [0] * 41,
             "spec": spec.to_dict()}
-    added = add_search_result(cfg, best, tmp_path)
+    added = add_search_result(best, origin, tmp_path)
     entry = added.entry
     assert entry.name == entry_name("gpunet", "cpu", "1ms", "digits") == "gpunet_gpunet_cpu_1ms_digits"
     assert added.action == "added" and str(added) == (
         f"added: gpunet_gpunet_cpu_1ms_digits (top-1 0.5000) is new in {tmp_path / 'hub.yaml'}")
     # a worse result for the same (space, device, tier, dataset) does not replace it; a better one does
-    kept = add_search_result(cfg, {**best, "val_top1": 0.4}, tmp_path)
+    kept = add_search_result({**best, "val_top1": 0.4}, origin, tmp_path)
     assert kept.action == "kept" and kept.entry.top1 == 0.5
     assert str(kept) == "kept: the hub's gpunet_gpunet_cpu_1ms_digits has top-1 0.5000 >= 0.4000"
-    replaced = add_search_result(cfg, {**best, "val_top1": 0.6}, tmp_path)
+    replaced = add_search_result({**best, "val_top1": 0.6}, origin, tmp_path)
     assert replaced.action == "replaced" and replaced.entry.top1 == 0.6
     assert str(replaced) == "replaced: gpunet_gpunet_cpu_1ms_digits: top-1 0.6000 > the previous 0.5000"
     assert [e.top1 for e in load_hub(tmp_path) if e.source == "search"] == [0.6]
@@ -106,13 +103,12 @@ def test_search_results_enter_the_hub_and_timm(tmp_path, table1):
 
 def test_an_unmeasured_best_enters_the_hub_with_its_estimate(tmp_path, table1):
     spec = encoding_to_spec(table1, [0] * 41, num_classes=10)
-    cfg = OmegaConf.create({"hub": {"dir": str(tmp_path)}, "device": {"name": "h100"},
-                            "tier": {"name": "1ms"}, "data": {"name": "digits"},
-                            "latency": {"name": "tensorrt"}, "search_space": {"name": "gpunet"}})
+    origin = SearchOrigin(search_space="gpunet", device="h100", tier="1ms", dataset="digits",
+                          backend="tensorrt")
     best = {"val_top1": 0.5, "resolution": spec.resolution, "measured_latency_ms": None,
             "est_latency_ms": 0.97, "params": 1, "macs": 2, "encoding": [0] * 41,
             "spec": spec.to_dict()}
-    entry = add_search_result(cfg, best, tmp_path).entry
+    entry = add_search_result(best, origin, tmp_path).entry
     assert entry.latency_ms == {"h100": 0.97} and entry.details["latency_source"] == "estimate"
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig
 
 from gpunet.files import write_text
 from gpunet.space.formats import load_spec, released_spec, save_spec
@@ -81,23 +80,39 @@ class HubUpdate:
         return f"{self.action}: {self.reason}"
 
 
-def add_search_result(cfg: DictConfig, best: dict[str, Any], directory: Path | None = None) -> HubUpdate:
-    """Put a search's best network in the hub, replacing the entry of the same (search space,
-    device, tier, dataset) only when the new one is more accurate; returns what was done."""
-    directory = Path(cfg.hub.dir).expanduser() if directory is None else directory
-    name = entry_name(cfg.search_space.name, cfg.device.name, cfg.tier.name, cfg.data.name)
+@dataclass(frozen=True)
+class SearchOrigin:
+    """Where a search's best network comes from: what names its hub entry (search space, device,
+    tier, dataset) and the latency backend that timed it."""
+
+    search_space: str
+    device: str
+    tier: str
+    dataset: str
+    backend: str
+
+    @property
+    def entry_name(self) -> str:
+        return entry_name(self.search_space, self.device, self.tier, self.dataset)
+
+
+def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Path) -> HubUpdate:
+    """Put a search's best network (best.yaml's content) in the hub at `directory`, replacing the
+    entry of the same (search space, device, tier, dataset) only when the new one is more
+    accurate; returns what was done."""
+    name = origin.entry_name
     # the measured end-to-end latency; the table's estimate when it could not be measured
     measured = best.get("measured_latency_ms")
     latency = float(measured if measured is not None else best["est_latency_ms"])
-    entry = HubEntry(name=name, tier=str(cfg.tier.name), dataset=str(cfg.data.name),
+    entry = HubEntry(name=name, tier=origin.tier, dataset=origin.dataset,
                      top1=float(best["val_top1"]), resolution=int(best["resolution"]),
-                     latency_ms={str(cfg.device.name): latency},
+                     latency_ms={origin.device: latency},
                      spec_file=f"{name}.json",
                      details={"est_latency_ms": best["est_latency_ms"],
                               "latency_source": "measured" if measured is not None else "estimate",
-                              "backend": str(cfg.latency.name), "params": best["params"],
+                              "backend": origin.backend, "params": best["params"],
                               "macs": best["macs"], "encoding": best["encoding"],
-                              "search_space": str(cfg.search_space.name)})
+                              "search_space": origin.search_space})
     entries = _read(directory / "hub.yaml")
     current = next((e for e in entries if e.name == name), None)
     if current is not None and (current.top1 or 0.0) >= entry.top1:

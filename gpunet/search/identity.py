@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gpunet.errors import GpunetError
+from gpunet.search.objectives import trains
 
 # Data keys that change how the images are loaded, not which images or what they mean.
 _OPERATIONAL_DATA_KEYS = ("num_workers",)
@@ -42,9 +43,10 @@ def search_definition(cfg: DictConfig) -> dict[str, Any]:
         "pool": {"samples": int(cfg.search.pool.samples), "seed": int(cfg.search.pool.seed)},
         "searcher": _plain(cfg.searcher),
         "seed": int(cfg.seed),
-        "objective": _plain(cfg.objective),
+        # `trains` is implied by the objective's name (left out: earlier searches still resume)
+        "objective": {k: v for k, v in _plain(cfg.objective).items() if k != "trains"},
     }
-    if cfg.objective.name == "train":  # only a training objective reads these
+    if trains(cfg.objective):  # only a training objective reads these
         data = _plain(cfg.data)
         definition["data"] = {k: v for k, v in data.items() if k not in _OPERATIONAL_DATA_KEYS}
         definition["recipe"] = _plain(cfg.recipe)

@@ -1,4 +1,6 @@
-"""Synthetic objectives over encodings, for validating searchers and for fast end-to-end runs.
+"""What a search maximises: training (conf/objective/train.yaml, `trains: true`), or a value
+computed from the encoding, which `objective_function` resolves (a custom `_target_` callable, or
+one of the synthetic objectives below, for validating searchers and fast end-to-end runs).
 
 Each digit d of an encoding is mapped linearly from [0, cardinalities[d] - 1] onto one common box
 [lower, upper] (the same box for every digit, whatever its cardinality), and a BoTorch synthetic
@@ -8,7 +10,7 @@ better: searchers maximise.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,9 @@ from botorch.test_functions.synthetic import (
     StyblinskiTang,
     SyntheticTestFunction,
 )
+from hydra.utils import get_method
 
+from gpunet.errors import ConfigError
 from gpunet.space.encoding import check_encodings
 
 FUNCTIONS: dict[str, type[SyntheticTestFunction]] = {
@@ -103,8 +107,37 @@ def make_objective(name_or_cfg: str | Mapping[str, Any], cardinalities: np.ndarr
     return SyntheticObjective(name, cardinalities, **cfg)
 
 
-def evaluate_objective(
-    name_or_cfg: str | Mapping[str, Any], encoding: np.ndarray, cardinalities: np.ndarray
-) -> float:
-    """One call for the search app: the value (to maximise) of a single encoding."""
-    return float(make_objective(name_or_cfg, cardinalities)(np.asarray(encoding)[None, :])[0])
+def trains(objective: Mapping[str, Any]) -> bool:
+    """Whether the objective trains each candidate (conf/objective/train.yaml says `trains:
+    true`) instead of computing a value from its encoding: what decides early stopping, the
+    data and recipe in the search's definition, and adding the best network to the hub."""
+    return bool(objective.get("trains", False))
+
+
+def objective_metric(objective: Mapping[str, Any]) -> str:
+    """The name of a trial's value in best.yaml and the summary."""
+    return "val_top1" if trains(objective) else f"{objective['name']}_value"
+
+
+def objective_function(objective: str | Mapping[str, Any], cardinalities: np.ndarray
+                       ) -> Callable[[Sequence[int]], float]:
+    """The value (to maximise) of one encoding under a non-training objective, resolved once:
+    a custom objective's `_target_` callable `(encoding, cardinalities) -> value` (a surrogate,
+    a predictor, a test double), else the synthetic objective its name picks. Raises a
+    ConfigError naming the value when neither resolves."""
+    target = objective.get("_target_") if isinstance(objective, Mapping) else None
+    if target:
+        try:
+            function = get_method(str(target))
+        except Exception as err:  # noqa: BLE001 - Hydra wraps every import failure differently
+            raise ConfigError(f"objective._target_={target!r} cannot be loaded ({err}); name a "
+                              "callable (encoding, cardinalities) -> value importable here") from err
+        return lambda encoding: float(function(encoding, cardinalities))
+    synthetic = make_objective(objective, cardinalities)
+    return lambda encoding: float(synthetic(np.asarray(encoding)[None, :])[0])
+
+
+def evaluate_objective(objective: str | Mapping[str, Any], encoding: Sequence[int],
+                       cardinalities: np.ndarray) -> float:
+    """One call for the search's job: the value (to maximise) of a single encoding."""
+    return objective_function(objective, cardinalities)(encoding)

@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from gpunet.files import write_text
 from gpunet.search.journal import Journal, Trial
 from gpunet.search.loop import LAUNCH_THREAD
@@ -43,16 +41,17 @@ def status_counts(trials: list[Trial]) -> dict[str, int]:
     return counts
 
 
-def hub_line(cfg: DictConfig, best: dict[str, Any] | None, update: Any = None,
-             stopped: str | None = None) -> str:
-    """What happened in the model hub: `update` is add_search_result's answer, when it ran."""
+def hub_line(best: dict[str, Any] | None, *, objective: str, trains: bool, hub_add: bool,
+             update: Any = None, stopped: str | None = None) -> str:
+    """What happened in the model hub: `update` is add_search_result's answer, when it ran;
+    else why nothing was added (`objective` is its name; only one that `trains` adds)."""
     if update is not None:
         return str(update)
-    if cfg.objective.name != "train":
-        return f"not added: objective={cfg.objective.name} (only objective=train adds to the hub)"
+    if not trains:
+        return f"not added: objective={objective} (only objective=train adds to the hub)"
     if stopped is not None:
         return f"not added: the search stopped ({stopped})"
-    if not cfg.hub.add:
+    if not hub_add:
         return "not added: hub.add=false"
     if best is None:
         return "not added: no trial finished with a value"
@@ -63,21 +62,21 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f} ms"
 
 
-def format_summary(search_dir: Path, trials: list[Trial], cfg: DictConfig,
+def format_summary(search_dir: Path, trials: list[Trial], n_trials: int, metric: str,
                    best: dict[str, Any] | None, hub: str, stopped: str | None = None) -> str:
-    """The summary of one search (see the module's docstring); `best` is best.yaml's content."""
+    """The summary of one search (see the module's docstring): `best` is best.yaml's content,
+    `metric` the name of its value there, `hub` what `hub_line` says."""
     search_dir = Path(search_dir).resolve()
     counts = status_counts(trials)
     finished = counts["completed"] + counts["pruned"] + counts["failed"]
     head = f"search stopped ({stopped})" if stopped else "search finished"
     lines = [f"{head}: {search_dir}",
-             f"  trials: {finished} of {int(cfg.search.n_trials)} finished: {counts['completed']} "
+             f"  trials: {finished} of {n_trials} finished: {counts['completed']} "
              f"completed, {counts['pruned']} pruned, {counts['failed']} failed"
              + (f" ({counts['running']} interrupted)" if counts["running"] else "")]
     if best is None:
         lines.append("  best: none (no trial finished with a value)")
     else:
-        metric = "val_top1" if cfg.objective.name == "train" else f"{cfg.objective.name}_value"
         measured = best.get("measured_latency_ms")
         where = best.get("latency_context") or {}
         lines += [f"  best: trial {best['trial']}, {metric} = {float(best[metric])!r}",

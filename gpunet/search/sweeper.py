@@ -22,8 +22,10 @@ from gpunet.checks import check_search
 from gpunet.errors import ConfigError
 from gpunet.search.grid import GridPoint, grid_label, grid_points
 from gpunet.search.loop import TooManyFailures, check_journal, load_tier_pool, open_journal, run_search
-from gpunet.search.outputs import write_comparison, write_outputs
+from gpunet.search.objectives import trains
+from gpunet.search.outputs import OutputSettings, write_comparison, write_outputs
 from gpunet.search.summary import format_comparison, format_summary, hub_line, report, resume_line_on_ctrl_c
+from gpunet.train.loggers import uses_wandb
 
 log = logging.getLogger(__name__)
 
@@ -149,27 +151,33 @@ class SearchSweeper(Sweeper):
             log.info("search%s in %s: batch size %d (%s), %s",  # a grid's points say which they are
                      f" {point.label}" if len(points) > 1 else "", search_dir, batch, why,
                      f"asynchronous: {batch} jobs in flight" if asynchronous else "synchronous rounds")
+            outputs = OutputSettings.from_config(cfg)
+            n_trials, training = int(cfg.search.n_trials), trains(cfg.objective)
+            hub = {"objective": str(cfg.objective.name), "trains": training, "hub_add": bool(cfg.hub.add)}
             try:
                 trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch,
                                     pool=pool, journal=journal, asynchronous=asynchronous)
             except TooManyFailures as stop:
-                best = write_outputs(search_dir, stop.trials, cfg, self.launcher,
+                best = write_outputs(search_dir, stop.trials, outputs, self.launcher,
                                      point.overrides)  # keep what ran
                 why_stopped = "too many failed trials"
-                report(search_dir, format_summary(search_dir, stop.trials, cfg, best,
-                                                  hub_line(cfg, best, stopped=why_stopped), why_stopped))
+                report(search_dir, format_summary(search_dir, stop.trials, n_trials, outputs.metric, best,
+                                                  hub_line(best, **hub, stopped=why_stopped), why_stopped))
                 raise
-            best = write_outputs(search_dir, trials, cfg, self.launcher, point.overrides)
-            if cfg.logger.name == "wandb":
-                from gpunet.search.wandb_summary import log_search_summary
+            best = write_outputs(search_dir, trials, outputs, self.launcher, point.overrides)
+            if uses_wandb(cfg.logger):
+                from gpunet.search.wandb_summary import log_search_summary, plain_config
 
-                log_search_summary(cfg, search_dir, trials, best)
+                log_search_summary(cfg.logger, plain_config(cfg), search_dir, trials, best)
             update = None
-            if best is not None and cfg.objective.name == "train" and cfg.hub.add:
-                from gpunet.hub.table import add_search_result
+            if best is not None and training and cfg.hub.add:
+                from gpunet.hub.table import SearchOrigin, add_search_result
 
-                update = add_search_result(cfg, best)
-            report(search_dir, format_summary(search_dir, trials, cfg, best, hub_line(cfg, best, update)))
+                origin = SearchOrigin(str(cfg.search_space.name), str(cfg.device.name), str(cfg.tier.name),
+                                      str(cfg.data.name), str(cfg.latency.name))
+                update = add_search_result(best, origin, Path(cfg.hub.dir).expanduser())
+            report(search_dir, format_summary(search_dir, trials, n_trials, outputs.metric, best,
+                                              hub_line(best, **hub, update=update)))
             results[str(search_dir)] = trials
         if grid_dir is not None:  # made once every search ran: a failed grid leaves none
             grid_dir.mkdir(parents=True, exist_ok=True)

@@ -17,21 +17,22 @@ from gpunet.train.loggers import run_id, wandb_mode
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
-    """The app's config as a plain dict, without Hydra's own node."""
-    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
-            else cfg[k] for k in cfg if k != "hydra"}
+    """The app's config as a plain dict, without Hydra's own node (what the summary run records)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                                  resolve=True)
 
 
-def log_search_summary(cfg: DictConfig, search_dir: Path, trials: list[Trial],
-                       best: dict[str, Any] | None) -> None:
+def log_search_summary(logger: DictConfig, run_config: dict[str, Any], search_dir: Path,
+                       trials: list[Trial], best: dict[str, Any] | None) -> None:
+    """The summary run of a search, with the logger group's W&B settings; `run_config` is what it
+    records as its config (`plain_config` of the search's)."""
     import wandb
 
-    logger = cfg.logger
     run = wandb.init(project=logger.project, entity=logger.entity, group=search_dir.name,
                      name=f"{search_dir.name}-summary", job_type="search-summary",
                      id=run_id(search_dir / "summary"), resume="allow", dir=str(search_dir),
                      mode=wandb_mode(logger.mode), tags=list(logger.tags),
-                     config=plain_config(cfg))
+                     config=run_config)
     try:
         rows = result_rows(trials)
         table = wandb.Table(columns=CSV_FIELDS, data=[[row[c] for c in CSV_FIELDS] for row in rows])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import netrc
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,8 +18,6 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig
 
 from gpunet.errors import ConfigError
-
-LOGGERS = ("csv", "wandb")
 
 
 def has_wandb_api_key() -> bool:
@@ -42,16 +41,28 @@ def run_id(output_dir: Path) -> str:
     return hashlib.sha1(str(output_dir.resolve()).encode()).hexdigest()[:16]
 
 
+def _wandb(cfg: DictConfig, output_dir: Path, run_config: dict[str, Any], run_name: str) -> list[Logger]:
+    return [WandbLogger(
+        name=run_name, project=cfg.project, entity=cfg.entity, save_dir=str(output_dir),
+        id=cfg.run_id or run_id(output_dir), group=cfg.group or output_dir.parent.name,
+        tags=list(cfg.tags), mode=wandb_mode(cfg.mode), config=run_config)]
+
+
+# the logger group's names: the loggers each adds next to the CSV log
+LOGGERS: dict[str, Callable[[DictConfig, Path, dict[str, Any], str], list[Logger]]] = {
+    "csv": lambda *args: [], "wandb": _wandb}
+
+
+def uses_wandb(cfg: DictConfig) -> bool:
+    """Whether the logger group logs to W&B (the search then groups its trials' runs and adds a
+    summary run)."""
+    return cfg.name == "wandb"
+
+
 def build_loggers(cfg: DictConfig, output_dir: Path, run_config: dict[str, Any],
                   run_name: str) -> list[Logger]:
     """CSV under output_dir/csv/version_N (one version per attempt, so a resume keeps the old
-    one), plus W&B when `cfg.name == "wandb"`."""
+    one), plus what the logger group `cfg.name` adds (LOGGERS)."""
     if cfg.name not in LOGGERS:
-        raise ConfigError(f"logger.name={cfg.name!r} is not one of {list(LOGGERS)}")
-    loggers: list[Logger] = [CSVLogger(output_dir, name="csv")]
-    if cfg.name == "wandb":
-        loggers.append(WandbLogger(
-            name=run_name, project=cfg.project, entity=cfg.entity, save_dir=str(output_dir),
-            id=cfg.run_id or run_id(output_dir), group=cfg.group or output_dir.parent.name,
-            tags=list(cfg.tags), mode=wandb_mode(cfg.mode), config=run_config))
-    return loggers
+        raise ConfigError(f"logger.name={cfg.name!r} is not one of {sorted(LOGGERS)}")
+    return [CSVLogger(output_dir, name="csv"), *LOGGERS[cfg.name](cfg, output_dir, run_config, run_name)]

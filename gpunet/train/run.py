@@ -15,7 +15,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -27,7 +27,7 @@ from gpunet.console import is_terminal, route_lightning_logs
 from gpunet.space.spec import NetworkSpec
 from gpunet.train.callbacks import BestWeights, CurveRecorder, EpochProgress, MedianStopping, RunClock
 from gpunet.train.data import build_datamodule
-from gpunet.train.loggers import build_loggers
+from gpunet.train.loggers import build_loggers, uses_wandb
 from gpunet.train.module import CandidateModule
 from gpunet.train.recipe import precision
 
@@ -44,7 +44,7 @@ class TrainResult:
     top-1 after each epoch. `rank` of `world_size` is the process that returned it (DDP runs one
     per device, and all of them return the same result). `checkpoint` is last.ckpt (what a run
     resumes from; timm's `checkpoint_path=` loads its final validated weights); `best_weights` is
-    best.pth (the best epoch's, weights only) when cfg.best_weights asks for it.
+    best.pth (the best epoch's, weights only) when best_weights asks for it.
     `seconds_before_resume` is the training time of earlier attempts of a resumed run (0 for a
     fresh one), carried in the checkpoint."""
 
@@ -67,18 +67,54 @@ def is_out_of_memory(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
-def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[CurveRecorder, MedianStopping | None,
-                                                                 RunClock, list]:
+@dataclass(frozen=True)
+class EarlyStop:
+    """Median stopping against the thresholds file its search keeps (see MedianThresholds)."""
+
+    thresholds: Path
+    grace_epochs: int
+    min_completed: int
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What training takes from the app's config, read once at the edge (`from_config`): the
+    data, recipe and logger groups for their builders, and plain values for the rest."""
+
+    data: DictConfig
+    recipe: DictConfig
+    logger: DictConfig
+    accelerator: str
+    precision: str  # Lightning's, from the recipe's AMP switch and the device
+    seed: int
+    trainer: dict[str, Any]  # extra lightning.Trainer arguments
+    early_stop: EarlyStop | None = None
+    best_weights: bool = True  # also keep best.pth
+    run_config: dict[str, Any] = field(default_factory=dict)  # what the loggers record
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> TrainSettings:
+        stop = cfg.early_stop
+        early = (EarlyStop(Path(stop.thresholds), int(stop.grace_epochs), int(stop.min_completed))
+                 if stop.thresholds else None)
+        return cls(cfg.data, cfg.recipe, cfg.logger, str(cfg.device.accelerator),
+                   precision(cfg.recipe, cfg.device), int(cfg.seed),
+                   OmegaConf.to_container(cfg.trainer, resolve=True), early,
+                   bool(cfg.get("best_weights", True)), OmegaConf.to_container(cfg, resolve=True))
+
+
+def build_callbacks(settings: TrainSettings, output_dir: Path) -> tuple[CurveRecorder, MedianStopping | None,
+                                                                        RunClock, list]:
     """Curve, optional median stopping (after the curve: it reads it), the run's clock, the best
-    epoch's weights (best.pth, weights only, when cfg.best_weights; after the curve: it reads it),
-    then last.ckpt every epoch (Lightning's save_last only follows top-k saves, so it is its own
+    epoch's weights (best.pth, weights only, when settings.best_weights; after the curve: it reads
+    it), then last.ckpt every epoch (Lightning's save_last only follows top-k saves, so it is its own
     callback): the one checkpoint, which a run resumes from."""
     recorder = CurveRecorder(output_dir / CURVE_FILE)
     clock = RunClock()
-    stop = cfg.early_stop
-    stopper = (MedianStopping(recorder, Path(stop.thresholds), stop.grace_epochs, stop.min_completed)
-               if stop.thresholds else None)
-    best = [BestWeights(recorder, output_dir / BEST_WEIGHTS)] if cfg.get("best_weights", True) else []
+    stop = settings.early_stop
+    stopper = (MedianStopping(recorder, stop.thresholds, stop.grace_epochs, stop.min_completed)
+               if stop is not None else None)
+    best = [BestWeights(recorder, output_dir / BEST_WEIGHTS)] if settings.best_weights else []
     last = ModelCheckpoint(dirpath=output_dir, filename=LAST_CKPT.removesuffix(".ckpt"), save_top_k=1,
                            enable_version_counter=False)
     callbacks = [recorder, *([stopper] if stopper else []), clock, *best, last,
@@ -97,28 +133,33 @@ def train_batches(trainer: L.Trainer, train_size: int, batch_size: int) -> int:
 
 
 def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> TrainResult:
-    """Train `spec` with cfg's data, recipe, device, logger, seed, early_stop and trainer nodes;
-    checkpoints, curve.json and logs go to `output_dir`. Bad config or data raises at once."""
+    """Train `spec` with the app config's data, recipe, device, logger, seed, early_stop and
+    trainer nodes (read here, at the edge; `fit` below takes them as TrainSettings)."""
+    return fit(TrainSettings.from_config(cfg), spec, output_dir)
+
+
+def fit(settings: TrainSettings, spec: NetworkSpec, output_dir: Path) -> TrainResult:
+    """Train `spec`; checkpoints, curve.json and logs go to `output_dir`. Bad config or data
+    raises at once."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    route_lightning_logs(single_node=int(cfg.trainer.get("num_nodes") or 1) == 1)
-    L.seed_everything(cfg.seed, workers=True)
-    resolution = cfg.data.resolution or spec.resolution
-    datamodule = build_datamodule(cfg.data, cfg.recipe, resolution,
-                                  pin_memory=cfg.device.accelerator == "gpu")
-    module = CandidateModule(spec, datamodule.num_classes, cfg.recipe)
-    recorder, stopper, clock, callbacks = build_callbacks(cfg, output_dir)
-    run_config = {**OmegaConf.to_container(cfg, resolve=True), "spec": spec.to_dict(),
-                  "resolution": resolution}
-    loggers = build_loggers(cfg.logger, output_dir, run_config, spec.name or output_dir.name)
+    route_lightning_logs(single_node=int(settings.trainer.get("num_nodes") or 1) == 1)
+    L.seed_everything(settings.seed, workers=True)
+    resolution = settings.data.resolution or spec.resolution
+    datamodule = build_datamodule(settings.data, settings.recipe, resolution,
+                                  pin_memory=settings.accelerator == "gpu")
+    module = CandidateModule(spec, datamodule.num_classes, settings.recipe)
+    recorder, stopper, clock, callbacks = build_callbacks(settings, output_dir)
+    run_config = {**settings.run_config, "spec": spec.to_dict(), "resolution": resolution}
+    loggers = build_loggers(settings.logger, output_dir, run_config, spec.name or output_dir.name)
     # Lightning's bar on a terminal; elsewhere (a log file, a pipe, a cluster job) a line per epoch
-    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and is_terminal(sys.stdout)
-    trainer = L.Trainer(default_root_dir=output_dir, max_epochs=cfg.recipe.epochs,
-                        accelerator=cfg.device.accelerator, precision=precision(cfg.recipe, cfg.device),
+    bar = bool(settings.trainer.get("enable_progress_bar", True)) and is_terminal(sys.stdout)
+    trainer = L.Trainer(default_root_dir=output_dir, max_epochs=settings.recipe.epochs,
+                        accelerator=settings.accelerator, precision=settings.precision,
                         callbacks=[*callbacks, *([] if bar else [EpochProgress()])], logger=loggers,
-                        **{**cfg.trainer, "enable_progress_bar": bar})
+                        **{**settings.trainer, "enable_progress_bar": bar})
     # step metrics at least once an epoch (Lightning warns when an epoch is shorter than the interval)
-    batches = train_batches(trainer, len(datamodule.train), int(cfg.recipe.batch_size))
+    batches = train_batches(trainer, len(datamodule.train), int(settings.recipe.batch_size))
     if 0 < batches < trainer.log_every_n_steps:
         trainer.log_every_n_steps = batches
     last = output_dir / LAST_CKPT
@@ -140,7 +181,7 @@ def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> Train
         status, error = "failed", f"{type(err).__name__}: {err}"
     finally:
         rank, world_size = trainer.global_rank, trainer.world_size
-        if cfg.logger.name == "wandb":
+        if uses_wandb(settings.logger):
             import wandb
 
             wandb.finish()
