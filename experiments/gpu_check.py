@@ -345,7 +345,7 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
 
     from gpunet.config import plain
     from gpunet.latency.backends import create_backend
-    from gpunet.latency.build import fill
+    from gpunet.latency.build import LatencySetup, fill
     from gpunet.latency.estimate import sum_spec
     from gpunet.latency.keys import spec_probes
     from gpunet.latency.space_keys import reach
@@ -359,11 +359,12 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
     cfg = latency_cfg(mode, work, mode.table_runs, mode.table_warmup)
     space = space_from_config(cfg.search_space)
     num_classes, seed = int(cfg.latency.num_classes), int(cfg.validate.seed)
+    setup = LatencySetup.from_config(cfg)
     t0 = time.perf_counter()
     # 1. GPUNet-0/1/2's layers first: they also tell how long one entry takes on this machine.
     archs = {n: released_spec(n).with_num_classes(num_classes) for n in mode.table_archs}
-    arch_report = fill([p for spec in archs.values() for p in spec_probes(spec)], cfg,
-                       ", ".join(archs), seed=seed)
+    arch_report = fill([p for spec in archs.values() for p in spec_probes(spec)], setup,
+                       ", ".join(archs))
     table = arch_report.table
     per_entry = arch_report.seconds / max(arch_report.measured, 1)
     # 2. The fidelity networks: as many of the first `table_networks` Sobol networks as the step's
@@ -384,8 +385,8 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
                     min(6, mode.table_networks))
     print(f"one entry took {per_entry:.3f} s; {left:.0f} s left: {networks} fidelity networks "
           f"(expected {expected_s(networks):.0f} s)", flush=True)
-    report = fill([p for probes in net_probes[:networks] for p in probes], cfg,
-                  f"{networks} Sobol networks of {space.name!r}", seed=seed)
+    report = fill([p for probes in net_probes[:networks] for p in probes], setup,
+                  f"{networks} Sobol networks of {space.name!r}")
     table = report.table
     measured = arch_report.measured + report.measured
     results: dict[str, Any] = {"table": str(table.path), "context": table.context,
@@ -396,7 +397,7 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
     # Fidelity: the validate app's own functions (its `validate()` would first build the whole
     # space's table, 133k entries for Table 1).
     t1 = time.perf_counter()
-    sample = measure_sample(space, table, cfg, networks, seed, mode.table_rounds)
+    sample = measure_sample(space, table, setup, networks, seed, mode.table_rounds)
     fid = fidelity(sample["sum_ms"], sample["entries"], sample["measured_ms"])
     table.set_calibration(fid.calibration)
     stem = out / "latency_fidelity"
@@ -449,7 +450,7 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
         if left < per_entry * len(chunk) * 1.5 or left < 5:
             break
         t = time.perf_counter()
-        fill(chunk, cfg, f"extra sample {i // 25 + 1}", seed=seed)
+        fill(chunk, setup, f"extra sample {i // 25 + 1}")
         per_entry = (time.perf_counter() - t) / len(chunk)
         done += len(chunk)
     results["extra_entries"] = done

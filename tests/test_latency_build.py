@@ -13,10 +13,10 @@ import time
 
 import pytest
 from omegaconf import OmegaConf
-from test_latency_support import TINY, tiny_space, write_space_dir
+from test_latency_support import TINY, table_inputs, tiny_space, write_space_dir
 
 from gpunet.latency.backends import BackendUnavailable
-from gpunet.latency.build import build_table, ensure_table, measure_network
+from gpunet.latency.build import LatencySetup, build_table, ensure_table, measure_network
 from gpunet.latency.estimate import estimate_encodings
 from gpunet.latency.keys import spec_probes
 from gpunet.latency.space_keys import reach
@@ -28,23 +28,23 @@ TINY_KEYS = len(reach(tiny_space(), 10).probes())
 
 def test_build_measures_every_key_once_then_nothing(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, space=TINY)
-    first = build_table(cfg)
+    first = build_table(*table_inputs(cfg))
     assert (first.keys, first.present, first.measured) == (TINY_KEYS, 0, TINY_KEYS)
-    assert len(first.table) == TINY_KEYS and first.table.num_classes == 10
+    assert len(first.table) == TINY_KEYS
     assert first.table.context["backend"] == "onnxruntime"
     assert first.table.context["settings"] == {"threads": 1, "opset": 17, "graph_optimization": "all",
                                                "clock": "thread"}
-    second = build_table(cfg)
+    second = build_table(*table_inputs(cfg))
     assert (second.present, second.measured) == (TINY_KEYS, 0)
     # the table now estimates every network of the space
     space = tiny_space()
     X = sobol_encodings(space, 64, seed=0)
-    assert (estimate_encodings(space, ensure_table(cfg), X) > 0).all()
+    assert (estimate_encodings(space, ensure_table(*table_inputs(cfg)), X, 10) > 0).all()
 
 
 def test_parallel_workers_fill_the_same_table(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, "latency.workers=2", space=TINY)
-    report = build_table(cfg)
+    report = build_table(*table_inputs(cfg))
     assert report.measured == TINY_KEYS and len(report.table) == TINY_KEYS
     rows = sqlite3.connect(report.table.path).execute("SELECT COUNT(*) FROM entries").fetchone()[0]
     assert rows == TINY_KEYS
@@ -53,7 +53,7 @@ def test_parallel_workers_fill_the_same_table(tmp_path, compose_cfg):
 def test_measure_network_gives_milliseconds(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, space=TINY)
     spec = encoding_to_spec(tiny_space(), sobol_encodings(tiny_space(), 1, 0)[0], num_classes=10)
-    assert 0 < measure_network(spec, cfg) < 100
+    assert 0 < measure_network(spec, LatencySetup.from_config(cfg)) < 100
 
 
 def run_build(tmp_path, *overrides: str) -> subprocess.Popen:
@@ -74,6 +74,7 @@ def count_rows(path) -> int:
         return 0
 
 
+@pytest.mark.e2e
 def test_the_app_resumes_after_being_killed(tmp_path):
     table = tmp_path / "table.sqlite"
     proc = run_build(tmp_path, "latency.runs=400")  # slow enough to be killed midway
@@ -96,6 +97,7 @@ def test_the_app_resumes_after_being_killed(tmp_path):
     assert summary["measured"] == TINY_KEYS - done and summary["keys"] == TINY_KEYS
 
 
+@pytest.mark.e2e
 def test_the_app_adds_a_network_given_as_arch(tmp_path):
     spec = encoding_to_spec(tiny_space(), sobol_encodings(tiny_space(), 1, 0)[0], num_classes=10)
     data = {**spec.to_dict(), "name": "net36", "resolution": 36}  # 36 px: not in the space
@@ -143,13 +145,13 @@ def test_search_space_default_is_cpu_and_table1_stays_available(composed):
 def test_building_for_a_gpu_without_tensorrt_names_the_extra(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, "device=h100", space=TINY)
     with pytest.raises(BackendUnavailable, match=r"gpunet\[tensorrt\]"):
-        ensure_table(cfg)
+        ensure_table(*table_inputs(cfg))
 
 
 @pytest.mark.slow
 def test_the_whole_cpu_space_table_builds(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, "latency.runs=50", "latency.warmup=10")
-    report = build_table(cfg)
+    report = build_table(*table_inputs(cfg))
     assert report.keys == 1183 and len(report.table) == 1183
 
 
@@ -178,21 +180,21 @@ def test_a_default_build_is_the_table_a_default_search_uses(tmp_path, compose_cf
     built, searched = compose_cfg(tmp_path), compose_cfg(tmp_path, app="search")
     assert built.latency.num_classes == searched.latency.num_classes == searched.data.num_classes == 10
     keys = fill_synthetically(built)  # what `python -m gpunet.latency.build` leaves
-    report = build_table(searched)  # the search's table step
+    report = build_table(*table_inputs(searched))  # the search's table step
     assert (report.keys, report.present, report.measured) == (keys, keys, 0)
 
 
 def test_the_stratify_pool_and_the_search_pool_agree(tmp_path, compose_cfg):
-    from gpunet.latency.stratify import stratify, tier_pool
-    from gpunet.space import space_from_config
+    from gpunet.latency.stratify import Tier, stratify_app, tier_pool
 
     built = compose_cfg(tmp_path, "stratify.samples=4096")
     searched = compose_cfg(tmp_path, app="search")
     fill_synthetically(built)
-    summary = stratify(built, tmp_path / "out")
-    wide = {"name": "wide", "target_ms": 500.0, "tolerance_ms": 499.99}
-    _, pool = tier_pool(space_from_config(searched.search_space), ensure_table(searched), wide, n=4096,
-                        seed=0, cache_dir=tmp_path / "pools", num_classes=searched.latency.num_classes)
+    summary = stratify_app(built, tmp_path / "out")
+    wide = Tier("wide", 500.0, 499.99)
+    setup, space = table_inputs(searched)
+    _, pool = tier_pool(space, ensure_table(setup, space), wide, n=4096, seed=0,
+                        cache_dir=tmp_path / "pools", num_classes=searched.latency.num_classes)
     assert summary["num_classes"] == 10
     assert summary["range_ms"] == [float(pool.min()), float(pool.max())]
 
@@ -211,7 +213,7 @@ def test_imagefolder_declares_its_class_count_and_it_must_match_the_tree(tmp_pat
     for app in ("latency_build", "search"):
         with pytest.raises(ValueError, match=r"needs data.num_classes.*has 3 class folders: add "
                                              r"data.num_classes=3"):
-            ensure_table(compose_cfg(tmp_path, "data=imagefolder", root, app=app))
+            table_inputs(compose_cfg(tmp_path, "data=imagefolder", root, app=app))
         with pytest.raises(ValueError, match=r"data.num_classes=1000, but .* has 3 class folders"):
             head_classes(compose_cfg(tmp_path, "data=imagefolder", root, "data.num_classes=1000", app=app))
         cfg = compose_cfg(tmp_path, "data=imagefolder", root, "data.num_classes=3", app=app)

@@ -26,7 +26,7 @@ def test_both_paths_agree_exactly_on_every_network_of_a_tiny_space(tmp_path):
     space = tiny_space()
     table = synthetic_table(tmp_path / "t.sqlite", space)
     X = all_encodings(space)
-    fast = estimate_encodings(space, table, X)
+    fast = estimate_encodings(space, table, X, 10)
     slow = np.array([estimate_spec(encoding_to_spec(space, x, num_classes=10), table) for x in X])
     assert np.array_equal(fast, slow)
     # ... and the sum is the plain sum of the entries, layer by layer
@@ -37,7 +37,7 @@ def test_both_paths_agree_exactly_on_every_network_of_a_tiny_space(tmp_path):
 
 def test_both_paths_agree_exactly_on_sobol_samples_of_the_cpu_space(cpu_table):
     X = sobol_encodings(CPU, 400, seed=3)
-    fast = estimate_encodings(CPU, cpu_table, X)
+    fast = estimate_encodings(CPU, cpu_table, X, 10)
     slow = [estimate_spec(encoding_to_spec(CPU, x, num_classes=10), cpu_table) for x in X]
     assert fast.tolist() == slow
 
@@ -49,7 +49,7 @@ def test_both_paths_agree_on_random_encodings_calibrated_too(cpu_table, raw):
     cpu_table.set_calibration(Calibration(0.93, 0.0021, -0.017, 3.0, 40))
     spec = encoding_to_spec(CPU, x, num_classes=10)
     for calibrated in (False, True):
-        assert estimate_encodings(CPU, cpu_table, x[None], calibrated=calibrated)[0] == \
+        assert estimate_encodings(CPU, cpu_table, x[None], 10, calibrated=calibrated)[0] == \
             estimate_spec(spec, cpu_table, calibrated=calibrated)
 
 
@@ -57,17 +57,17 @@ def test_calibration_is_a_linear_map_of_sum_and_entry_count(cpu_table):
     cal = Calibration(0.9, 0.004, 0.05, 1.0, 10)
     cpu_table.set_calibration(cal)
     X = sobol_encodings(CPU, 50, seed=1)
-    raw = estimate_encodings(CPU, cpu_table, X)
+    raw = estimate_encodings(CPU, cpu_table, X, 10)
     entries = np.array([len(encoding_to_spec(CPU, x).layers) + 1 for x in X])
     expected = cal.a * raw + cal.b * entries + cal.c
-    assert np.allclose(estimate_encodings(CPU, cpu_table, X, calibrated=True), expected, rtol=1e-12)
+    assert np.allclose(estimate_encodings(CPU, cpu_table, X, 10, calibrated=True), expected, rtol=1e-12)
 
 
 def test_calibrated_estimate_without_calibration_says_what_to_run(tmp_path):
     space = tiny_space()
     table = synthetic_table(tmp_path / "t.sqlite", space)
     with pytest.raises(LookupError, match="python -m gpunet.latency.validate"):
-        estimate_encodings(space, table, all_encodings(space)[:3], calibrated=True)
+        estimate_encodings(space, table, all_encodings(space)[:3], 10, calibrated=True)
 
 
 def test_a_missing_entry_names_the_layer_and_the_command(tmp_path):
@@ -76,10 +76,10 @@ def test_a_missing_entry_names_the_layer_and_the_command(tmp_path):
     X = all_encodings(space)
     spec = encoding_to_spec(space, X[100], num_classes=10)
     dropped = spec_probes(spec)[3]
-    partial = LatencyTable(tmp_path / "partial.sqlite", full.context, num_classes=10)
+    partial = LatencyTable(tmp_path / "partial.sqlite", full.context)
     partial.put_many([(k, {}, Timing(ns / 1e6, ns / 1e6, 1)) for k, ns in full.medians_ns().items()
                       if k != dropped.key])
-    for estimate in (lambda: estimate_spec(spec, partial), lambda: estimate_encodings(space, partial, X)):
+    for estimate in (lambda: estimate_spec(spec, partial), lambda: estimate_encodings(space, partial, X, 10)):
         with pytest.raises(MissingEntryError) as err:
             estimate()
         message = str(err.value)
@@ -91,7 +91,7 @@ def test_the_head_size_follows_the_table_unless_given(tmp_path):
     space = tiny_space()
     table = synthetic_table(tmp_path / "t.sqlite", space, num_classes=10)
     X = all_encodings(space)[:5]
-    assert estimate_encodings(space, table, X).shape == (5,)
+    assert estimate_encodings(space, table, X, 10).shape == (5,)
     with pytest.raises(MissingEntryError, match="the head"):
         estimate_encodings(space, table, X, num_classes=1000)
 
@@ -115,7 +115,7 @@ def test_any_network_spec_such_as_nvidia_gpunet_is_estimated(tmp_path):
 ])
 def test_bad_encodings_are_refused(cpu_table, bad, match):
     with pytest.raises(ValueError, match=match):
-        estimate_encodings(CPU, cpu_table, bad)
+        estimate_encodings(CPU, cpu_table, bad, 10)
 
 
 def test_a_value_outside_the_lookup_raises_instead_of_reading_index_minus_one(tmp_path, monkeypatch):
@@ -135,4 +135,4 @@ def test_a_value_outside_the_lookup_raises_instead_of_reading_index_minus_one(tm
     X = all_encodings(space)
     X = X[X[:, 0] == 0][:4]  # 32 px
     with pytest.raises(ValueError, match=r"stage 0 input size 32 is not one of .*: \[40\]"):
-        estimate.sum_encodings(space, table, X)
+        estimate.sum_encodings(space, table, X, 10)

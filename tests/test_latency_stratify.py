@@ -22,21 +22,21 @@ from gpunet.space import sobol_encodings
 def setup(tmp_path):
     space = tiny_space()
     table = synthetic_table(tmp_path / "t.sqlite", space)
-    latencies = estimate_encodings(space, table, sobol_encodings(space, 4096, seed=0))
+    latencies = estimate_encodings(space, table, sobol_encodings(space, 4096, seed=0), 10)
     target = float(np.median(latencies))
-    tier = {"name": "mid", "target_ms": target, "tolerance_ms": 0.1 * target}
+    tier = Tier("mid", target, 0.1 * target)
     return space, table, tier, tmp_path / "pools"
 
 
 def test_the_pool_is_the_band_of_the_sobol_sample(setup):
     space, table, tier, cache = setup
-    X, lat = tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache)
-    lo, hi = Tier.from_config(tier).band
+    X, lat = tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache, num_classes=10)
+    lo, hi = tier.band
     assert X.dtype == np.int16 and X.shape == (len(lat), space.length) and len(lat) > 0
     assert ((lat >= lo) & (lat <= hi)).all()
-    assert np.array_equal(estimate_encodings(space, table, X), lat)
+    assert np.array_equal(estimate_encodings(space, table, X, 10), lat)
     everything = sobol_encodings(space, 4096, seed=0)
-    inside = estimate_encodings(space, table, everything)
+    inside = estimate_encodings(space, table, everything, 10)
     band = everything[(inside >= lo) & (inside <= hi)]
     assert len(lat) == len(np.unique(band, axis=0))  # each network of the band, once
     assert len(list(cache.glob("*.png"))) == 1  # the histogram of the new pool
@@ -44,28 +44,28 @@ def test_the_pool_is_the_band_of_the_sobol_sample(setup):
 
 def test_the_pool_is_cached_and_keyed_by_what_it_depends_on(setup):
     space, table, tier, cache = setup
-    X, lat = tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache)
+    X, lat = tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache, num_classes=10)
     [pool_file] = cache.glob("*.npz")
     stamp = pool_file.stat().st_mtime_ns
-    X2, lat2 = tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache)
+    X2, lat2 = tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache, num_classes=10)
     assert np.array_equal(X, X2) and np.array_equal(lat, lat2)
     assert pool_file.stat().st_mtime_ns == stamp and len(list(cache.glob("*.npz"))) == 1
-    tier_pool(space, table, tier, n=4096, seed=1, cache_dir=cache)  # another seed
-    tier_pool(space, table, tier, n=2048, seed=0, cache_dir=cache)  # another N
+    tier_pool(space, table, tier, n=4096, seed=1, cache_dir=cache, num_classes=10)  # another seed
+    tier_pool(space, table, tier, n=2048, seed=0, cache_dir=cache, num_classes=10)  # another N
     key, ns = next(iter(table.medians_ns().items()))
     table.put(key, {}, Timing(ns / 1e6 * 1.5, ns / 1e6 * 2, 3))  # the table changed
-    tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache)
+    tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache, num_classes=10)
     table.set_calibration(Calibration(1.0, 0.0, 0.0, 0.0, 4))  # calibrated estimates
-    tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache, calibrated=True)
+    tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache, calibrated=True, num_classes=10)
     assert len(list(cache.glob("*.npz"))) == 5
 
 
 def test_an_empty_tier_reports_the_range_that_exists(setup):
     space, table, _, cache = setup
-    latencies = estimate_encodings(space, table, sobol_encodings(space, 4096, seed=0))
-    far = {"name": "far", "target_ms": 10 * float(latencies.max()), "tolerance_ms": 0.1}
+    latencies = estimate_encodings(space, table, sobol_encodings(space, 4096, seed=0), 10)
+    far = Tier("far", 10 * float(latencies.max()), 0.1)
     with pytest.raises(EmptyTierError) as err:
-        tier_pool(space, table, far, n=4096, seed=0, cache_dir=cache)
+        tier_pool(space, table, far, n=4096, seed=0, cache_dir=cache, num_classes=10)
     message = str(err.value)
     assert "tier far" in message and "holds none of 4,096 Sobol samples of search space 'tiny'" in message
     assert f"span {latencies.min():.3g}-{latencies.max():.3g} ms" in message
@@ -99,7 +99,7 @@ def test_histogram_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-WIDE = {"name": "wide", "target_ms": 50.0, "tolerance_ms": 49.99}  # every network of the tiny space
+WIDE = Tier("wide", 50.0, 49.99)  # every network of the tiny space
 
 
 def first_seen(X: np.ndarray) -> list[list[int]]:
@@ -114,10 +114,10 @@ def test_a_pool_holds_each_network_once_in_first_sobol_order(setup):
     everything = sobol_encodings(space, 4096, seed=0)
     distinct = first_seen(everything)
     assert len(distinct) < 4096  # 4,096 Sobol draws of a 3,072-network space repeat rows
-    X, lat = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache)
+    X, lat = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache, num_classes=10)
     assert X.tolist() == distinct
-    assert np.array_equal(lat, estimate_encodings(space, table, X))
-    X2, lat2 = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache)  # from the cache
+    assert np.array_equal(lat, estimate_encodings(space, table, X, 10))
+    X2, lat2 = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache, num_classes=10)  # cached
     assert np.array_equal(X, X2) and np.array_equal(lat, lat2)
 
 
@@ -128,10 +128,10 @@ def test_pools_cached_with_repeated_rows_are_not_reused(setup):
     old_key = hashlib.sha256(json.dumps(
         {"space": space.to_dict(), "table": table.fingerprint(), "n": 4096, "seed": 0,
          "num_classes": 10, "calibrated": False}, sort_keys=True).encode()).hexdigest()[:20]
-    lo, hi = Tier.from_config(WIDE).band
+    lo, hi = WIDE.band
     everything = sobol_encodings(space, 4096, seed=0)
     cache.mkdir(parents=True)
     np.savez(cache / f"{space.name}-{old_key}-{lo:g}-{hi:g}ms.npz", encodings=everything,
-             latencies_ms=estimate_encodings(space, table, everything))
-    X, _ = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache)
+             latencies_ms=estimate_encodings(space, table, everything, 10))
+    X, _ = tier_pool(space, table, WIDE, n=4096, seed=0, cache_dir=cache, num_classes=10)
     assert len(np.unique(X, axis=0)) == len(X)

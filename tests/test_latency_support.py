@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from gpunet.latency.build import LatencySetup
 from gpunet.latency.space_keys import reach
 from gpunet.latency.table import LatencyTable
 from gpunet.latency.timing import Timing
@@ -35,6 +36,12 @@ TINY = {
 CONTEXT = {"device": "test", "backend": "synthetic"}
 
 
+def table_inputs(cfg) -> tuple[LatencySetup, SearchSpace]:
+    """What an app's edge hands the table functions (build_table, ensure_table): its latency
+    setup and search space."""
+    return LatencySetup.from_config(cfg), space_from_config(cfg.search_space)
+
+
 def tiny_space() -> SearchSpace:
     return space_from_config(TINY)
 
@@ -48,7 +55,7 @@ def all_encodings(space: SearchSpace) -> np.ndarray:
 def synthetic_table(path: Path, space: SearchSpace, num_classes: int = 10, seed: int = 0,
                     context: dict | None = None) -> LatencyTable:
     """A real SQLite table holding every key of `space`, with random medians (ms)."""
-    table = LatencyTable(path, context or CONTEXT, num_classes=num_classes)
+    table = LatencyTable(path, context or CONTEXT)
     probes = reach(space, num_classes).probes()
     medians = np.random.default_rng(seed).uniform(0.001, 0.2, len(probes))
     table.put_many([(p.key, p.fields(), Timing(float(m), float(m) * 1.2, 7))

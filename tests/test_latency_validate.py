@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from test_latency_support import TINY, tiny_space
+from test_latency_support import TINY, table_inputs, tiny_space
 
 from gpunet.latency.build import ensure_table
 from gpunet.latency.estimate import estimate_encodings, sum_encodings
-from gpunet.latency.validate import fidelity, validate
+from gpunet.latency.validate import fidelity, validate_app
 from gpunet.space import sobol_encodings
 
 
@@ -45,7 +45,7 @@ def test_too_few_networks_are_refused():
 
 def test_validate_measures_writes_reports_and_stores_the_calibration(tmp_path, compose_cfg):
     cfg = compose_cfg(tmp_path, "validate.networks=6", space=TINY)
-    result = validate(cfg, tmp_path / "out")
+    result = validate_app(cfg, tmp_path / "out")
     assert result.networks == 6 and -1 <= result.kendall_tau <= 1 and result.mape_pct >= 0
     report = json.loads((tmp_path / "out" / "latency_fidelity.json").read_text())
     assert report["networks"] == 6 and report["context"]["backend"] == "onnxruntime"
@@ -54,10 +54,10 @@ def test_validate_measures_writes_reports_and_stores_the_calibration(tmp_path, c
     rows = (tmp_path / "out" / "latency_fidelity.csv").read_text().splitlines()
     assert len(rows) == 7 and all(float(r.split(",")[3]) > 0 for r in rows[1:])
     # the stored calibration is what calibrated estimates apply
-    space, table = tiny_space(), ensure_table(cfg)
+    space, table = tiny_space(), ensure_table(*table_inputs(cfg))
     assert table.calibration() == result.calibration
     X = sobol_encodings(space, 20, seed=5)
-    total_ns, entries = sum_encodings(space, table, X)
+    total_ns, entries = sum_encodings(space, table, X, 10)
     cal = result.calibration
-    assert np.allclose(estimate_encodings(space, table, X, calibrated=True),
+    assert np.allclose(estimate_encodings(space, table, X, 10, calibrated=True),
                        cal.a * total_ns / 1e6 + cal.b * entries + cal.c, rtol=1e-12)

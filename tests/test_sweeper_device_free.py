@@ -22,12 +22,13 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
+from test_latency_support import table_inputs
 
 from gpunet.latency import build
 from gpunet.latency.backends import BackendUnavailable
 from gpunet.latency.build import TableNotReady, ensure_table
 from gpunet.latency.space_keys import reach
-from gpunet.latency.stratify import stratify
+from gpunet.latency.stratify import stratify_app
 from gpunet.latency.table import LatencyTable
 from gpunet.latency.timing import Timing
 from gpunet.paths import CONF_DIR
@@ -49,7 +50,7 @@ no_gpu_here = pytest.mark.skipif(
 
 def gpu_table(path: Path, context: dict = H100, drop: int = 0, seed: int = 0) -> LatencyTable:
     """Every key of the CPU space (10-class head) under `context`, minus the first `drop` keys."""
-    table = LatencyTable(path, context, num_classes=10)
+    table = LatencyTable(path, context)
     probes = reach(CPU_SPACE, 10).probes()[drop:]
     medians = np.random.default_rng(seed).uniform(0.005, 0.05, len(probes))
     table.put_many([(p.key, p.fields(), Timing(float(m), float(m) * 1.1, 50))
@@ -86,7 +87,7 @@ def test_a_search_for_an_h100_runs_on_this_cpu_machine_from_the_stored_table(tmp
 def test_stratify_for_an_h100_works_from_the_stored_table(tmp_path, capsys, compose_cfg):
     gpu_table(tmp_path / "table.sqlite").close()
     cfg = compose_cfg(tmp_path, "device=h100", "stratify.samples=4096")
-    summary = stratify(cfg, tmp_path / "out")
+    summary = stratify_app(cfg, tmp_path / "out")
     assert summary["context"] == H100 and summary["num_classes"] == 10
     assert summary["range_ms"][0] > 0 and (tmp_path / "out" / "latency_tiers.png").exists()
     assert "using the table's stored context" in capsys.readouterr().out
@@ -99,21 +100,21 @@ def test_without_a_complete_stored_table_the_error_names_the_build_to_run_on_a_g
     command = (f"python -m gpunet.latency.build device=h100 latency=tensorrt search_space=cpu "
                f"data.num_classes=10 latency.table={tmp_path / 'table.sqlite'}")
     with pytest.raises(TableNotReady) as err:
-        ensure_table(cfg)
+        ensure_table(*table_inputs(cfg))
     message = str(err.value)
     assert "does not exist" in message and command in message and "gpunet[tensorrt]" in message
     assert not (tmp_path / "table.sqlite").exists()  # nothing was created
     gpu_table(tmp_path / "table.sqlite", drop=1).close()  # one entry short
     with pytest.raises(TableNotReady, match=r"miss entries \(1 of the 1,183 needed") as err:
-        ensure_table(cfg)
+        ensure_table(*table_inputs(cfg))
     assert command in str(err.value)
     # a context made with other settings (opset 13) does not stand for this config
     other = tmp_path / "other" / "table.sqlite"
     gpu_table(other, {**H100, "settings": {**H100["settings"], "opset": 13}}).close()
     with pytest.raises(TableNotReady, match="has no entries measured for device=h100"):
-        ensure_table(compose_cfg(other.parent, "device=h100"))
-    assert ensure_table(compose_cfg(other.parent, "device=h100", "latency.opset=13")).context["settings"][
-        "opset"] == 13
+        ensure_table(*table_inputs(compose_cfg(other.parent, "device=h100")))
+    setup, space = table_inputs(compose_cfg(other.parent, "device=h100", "latency.opset=13"))
+    assert ensure_table(setup, space).context["settings"]["opset"] == 13
 
 
 @no_gpu_here
@@ -127,7 +128,7 @@ def test_the_newest_complete_stored_context_is_taken(tmp_path, capsys, compose_c
         conn.execute("UPDATE entries SET measured_at = '2024-01-01T00:00:00+00:00' WHERE context_id = "
                      "(SELECT id FROM contexts WHERE context LIKE '%10.7.0%')")
     conn.close()
-    table = ensure_table(compose_cfg(tmp_path, "device=h100"))
+    table = ensure_table(*table_inputs(compose_cfg(tmp_path, "device=h100")))
     assert table.context == newer and len(table) == 1183
     assert "the newest of 2 complete stored contexts" in capsys.readouterr().out
 
@@ -167,10 +168,10 @@ def test_the_best_networks_latency_is_measured_by_a_launcher_job_when_the_sweepe
     launcher = JobLauncher(base)
     real = build.measure_network_context
 
-    def only_in_jobs(spec, cfg):
+    def only_in_jobs(spec, setup):
         if not launcher.in_job:
             raise BackendUnavailable("no such device in the sweeper's process")
-        return real(spec, cfg)
+        return real(spec, setup)
 
     monkeypatch.setattr(build, "measure_network_context", only_in_jobs)
     cfg = search_cfg("objective=ackley", *base)

@@ -10,7 +10,7 @@ import importlib
 
 _EXPORTS = {
     "Backend": "backends", "BackendUnavailable": "backends", "create_backend": "backends",
-    "ensure_table": "build", "measure_network": "build",
+    "LatencySetup": "build", "ensure_table": "build", "measure_network": "build",
     "MissingEntryError": "estimate", "estimate_encodings": "estimate", "estimate_spec": "estimate",
     "EmptyTierError": "stratify", "Tier": "stratify", "tier_pool": "stratify",
     "Calibration": "table", "LatencyTable": "table", "LatencyTableError": "table",

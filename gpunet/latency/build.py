@@ -38,7 +38,7 @@ from gpunet.latency.parallel import measure_into, measure_parallel
 from gpunet.latency.space_keys import reach
 from gpunet.latency.table import LatencyTable, StoredContext, stored_contexts
 from gpunet.paths import CONF_DIR
-from gpunet.space.space import space_from_config
+from gpunet.space.space import SearchSpace, space_from_config
 from gpunet.space.spec import NetworkSpec
 
 
@@ -59,6 +59,31 @@ class BuildReport:
                 "present": self.present, "measured": self.measured,
                 "seconds": round(self.seconds, 2),
                 "entries_per_minute": round(60 * self.measured / self.seconds, 1) if self.seconds else None}
+
+
+@dataclass(frozen=True)
+class LatencySetup:
+    """What a table is measured with and where it lives, resolved at the app's edge: the backend's
+    `latency` and `device` settings (plain dicts, as the backends take them), the head's class
+    count, the search space's name (for the build command an error names) and the seed of the
+    measuring order. Everything below the edge takes this, never the config."""
+
+    latency: dict[str, Any]
+    device: dict[str, Any]
+    num_classes: int
+    search_space: str
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | Mapping[str, Any]) -> LatencySetup:
+        """Read an app's `latency`, `device`, `data`, `search_space` and `seed` nodes."""
+        return cls(plain(cfg["latency"]), plain(cfg["device"]), head_classes(cfg),
+                   str(cfg["search_space"]["name"]), int(cfg.get("seed", 0)))
+
+    @property
+    def table_path(self) -> Path:
+        """latency.table, relative paths taken from where the app was launched."""
+        return table_path(self.latency)
 
 
 def class_folders(data: Mapping[str, Any]) -> int | None:
@@ -103,11 +128,11 @@ def worker_count(latency: Mapping[str, Any], device: Mapping[str, Any]) -> int:
     return int(workers)
 
 
-def build_command(cfg: DictConfig | Mapping[str, Any]) -> str:
-    """The `python -m gpunet.latency.build` command that makes cfg's table."""
-    latency, device = plain(cfg["latency"]), plain(cfg["device"])
+def build_command(setup: LatencySetup) -> str:
+    """The `python -m gpunet.latency.build` command that makes the setup's table."""
+    latency, device = setup.latency, setup.device
     words = ["python -m gpunet.latency.build", f"device={device['name']}", f"latency={latency['name']}",
-             f"search_space={cfg['search_space']['name']}", f"data.num_classes={head_classes(cfg)}"]
+             f"search_space={setup.search_space}", f"data.num_classes={setup.num_classes}"]
     for key in ("precision", "batch_size"):
         if latency[key] != device[key]:
             words.append(f"latency.{key}={latency[key]}")
@@ -122,16 +147,16 @@ def _describe(stored: StoredContext) -> str:
             f"entries, last measured {stored.last_measured}")
 
 
-def stored_table(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str,
+def stored_table(probes: Sequence[Probe], setup: LatencySetup, what: str,
                  reason: BackendUnavailable) -> LatencyTable:
-    """cfg's table opened from its stored facts, for a machine where the backend cannot run.
+    """The setup's table opened from its stored facts, for a machine where the backend cannot run.
 
-    Takes the stored context made with cfg's device, backend, precision, batch and settings that
+    Takes the stored context made with the setup's device, backend, precision, batch and settings that
     holds every entry of `probes`; the newest one (by its last entry) if several do. Raises
     TableNotReady, naming the one-time build on a node with the device, if none does.
     """
-    latency, device = plain(cfg["latency"]), plain(cfg["device"])
-    path = table_path(latency)
+    latency, device = setup.latency, setup.device
+    path = setup.table_path
     wanted = configured_context(latency, device)
     needed = {p.key for p in probes}
     stored = stored_contexts(path)
@@ -158,7 +183,7 @@ def stored_table(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], w
                      f"{len(needed):,} needed, e.g. {sorted(fewest[1])[0]})")
         raise TableNotReady(
             f"{what}: the latency table for {label} cannot be measured on this machine ({reason}), and "
-            f"{state}. Build it once on a node with the device:\n    {build_command(cfg)}\n(or run this "
+            f"{state}. Build it once on a node with the device:\n    {build_command(setup)}\n(or run this "
             "command on such a node); afterwards any machine, this one included, reads the stored table.")
     chosen = complete[0]
     print(f"{what}: latency={latency['name']} cannot run here ({str(reason).splitlines()[0]}); using the "
@@ -167,29 +192,27 @@ def stored_table(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], w
     if len(complete) > 1:
         print(f"  (the newest of {len(complete)} complete stored contexts; the others: "
               + "; ".join(_describe(c) for c in complete[1:]) + ")", flush=True)
-    return LatencyTable(path, chosen.context, head_classes(cfg))
+    return LatencyTable(path, chosen.context)
 
 
-def fill(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str,
-         seed: int = 0) -> BuildReport:
-    """Measure the entries of `probes` missing from cfg's table; returns what was done.
+def fill(probes: Sequence[Probe], setup: LatencySetup, what: str) -> BuildReport:
+    """Measure the entries of `probes` missing from the setup's table; returns what was done.
 
     Where the backend cannot run, nothing is measured: the table comes from its stored facts
     (`stored_table`), or TableNotReady says which build to run on a node with the device."""
-    latency, device = plain(cfg["latency"]), plain(cfg["device"])
-    num_classes = head_classes(cfg)
+    latency, device = setup.latency, setup.device
     try:
         backend = create_backend(latency, device)
     except BackendUnavailable as reason:
         keys = len({p.key for p in probes})
-        return BuildReport(stored_table(probes, cfg, what, reason), keys, keys, 0, 0.0)
+        return BuildReport(stored_table(probes, setup, what, reason), keys, keys, 0, 0.0)
     try:
-        table = LatencyTable(table_path(latency), backend.context(), num_classes)
+        table = LatencyTable(setup.table_path, backend.context())
         present = table.keys()
         missing = [p for p in {p.key: p for p in probes}.values() if p.key not in present]
         keys = len({p.key for p in probes})
         # Random order spreads drifts in machine load over all kinds of layer.
-        random.Random(seed).shuffle(missing)
+        random.Random(setup.seed).shuffle(missing)
         workers = min(worker_count(latency, device), max(len(missing), 1))
         if missing:
             print(f"{what}: {keys:,} latency-table entries; {keys - len(missing):,} already in "
@@ -214,37 +237,36 @@ def fill(probes: Sequence[Probe], cfg: DictConfig | Mapping[str, Any], what: str
         backend.close()
 
 
-def build_table(cfg: DictConfig | Mapping[str, Any], spec: NetworkSpec | None = None) -> BuildReport:
-    """Fill the table with every entry of cfg's search space (and of `spec`, if given)."""
-    space = space_from_config(cfg["search_space"])
-    probes = reach(space, head_classes(cfg)).probes()
+def build_table(setup: LatencySetup, space: SearchSpace, spec: NetworkSpec | None = None
+                ) -> BuildReport:
+    """Fill the table with every entry of `space` (and of `spec`, if given)."""
+    probes = reach(space, setup.num_classes).probes()
     what = f"search space {space.name!r}"
     if spec is not None:
         probes += spec_probes(spec)
         what += f" + network {spec.name or '<unnamed>'}"
-    return fill(probes, cfg, what, seed=int(cfg.get("seed", 0)))
+    return fill(probes, setup, what)
 
 
-def ensure_table(cfg: DictConfig | Mapping[str, Any]) -> LatencyTable:
-    """The latency table of cfg (`search_space`, `device`, `latency`, `data` nodes), built where
-    missing; from its stored facts where the backend cannot run (see `fill`)."""
-    return build_table(cfg).table
+def ensure_table(setup: LatencySetup, space: SearchSpace) -> LatencyTable:
+    """The setup's latency table with every entry of `space`, built where missing; from its
+    stored facts where the backend cannot run (see `fill`)."""
+    return build_table(setup, space).table
 
 
-def measure_network_context(spec: NetworkSpec, cfg: DictConfig | Mapping[str, Any]
-                            ) -> tuple[float, dict[str, Any]]:
-    """End-to-end latency (median ms) of one network with cfg's device and backend, and the
+def measure_network_context(spec: NetworkSpec, setup: LatencySetup) -> tuple[float, dict[str, Any]]:
+    """End-to-end latency (median ms) of one network with the setup's device and backend, and the
     context it was measured in. Raises BackendUnavailable where the backend cannot run."""
-    backend = create_backend(plain(cfg["latency"]), plain(cfg["device"]))
+    backend = create_backend(setup.latency, setup.device)
     try:
         return backend.measure_network(spec).median_ms, backend.context()
     finally:
         backend.close()
 
 
-def measure_network(spec: NetworkSpec, cfg: DictConfig | Mapping[str, Any]) -> float:
-    """End-to-end latency (median ms) of one network with cfg's device and backend."""
-    return measure_network_context(spec, cfg)[0]
+def measure_network(spec: NetworkSpec, setup: LatencySetup) -> float:
+    """End-to-end latency (median ms) of one network with the setup's device and backend."""
+    return measure_network_context(spec, setup)[0]
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
@@ -258,11 +280,11 @@ def main(cfg: DictConfig) -> None:
 def build(cfg: DictConfig) -> None:
     from gpunet.models import resolve_spec
 
+    setup, space = LatencySetup.from_config(cfg), space_from_config(cfg.search_space)
     spec = None
     if cfg.get("arch") is not None:
-        spec = resolve_spec(cfg.arch, space_from_config(cfg.search_space)).with_num_classes(
-            head_classes(cfg))
-    report = build_table(cfg, spec)
+        spec = resolve_spec(cfg.arch, space).with_num_classes(setup.num_classes)
+    report = build_table(setup, space, spec)
     summary = {"search_space": cfg.search_space.name, **report.summary()}
     out = Path(HydraConfig.get().runtime.output_dir) / "build_summary.json"
     write_json(out, summary)

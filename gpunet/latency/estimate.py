@@ -136,13 +136,10 @@ def _positions(values: tuple[int, ...], x: np.ndarray, what: str) -> np.ndarray:
 
 
 def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
-                  num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of entries in ns, number of entries) of every row of X; int64 arrays of shape (N,).
-
-    The head classifies `num_classes` classes (None: `table.num_classes`).
-    """
+                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of entries in ns, number of entries) of every row of X, whose head classifies
+    `num_classes` classes; int64 arrays of shape (N,)."""
     X = check_space_encodings(space, X)
-    num_classes = table.num_classes if num_classes is None else int(num_classes)
     medians = table.medians_ns()
     r = reach(space, num_classes)
     columns = {(d.stage, d.field): d.position for d in space.digits}
@@ -195,8 +192,8 @@ def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
 
 
 def estimate_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
-                       num_classes: int | None = None, calibrated: bool = False) -> np.ndarray:
+                       num_classes: int, calibrated: bool = False) -> np.ndarray:
     """Estimated latency in ms of every encoding (row) of X, shape (N,) float64 (the head of
-    `num_classes` classes; None: `table.num_classes`)."""
+    `num_classes` classes)."""
     total, entries = sum_encodings(space, table, X, num_classes)
     return _to_ms(total, entries, _calibration(table, calibrated))

@@ -26,7 +26,7 @@ from gpunet.checks import check_latency
 from gpunet.config import plain
 from gpunet.errors import ConfigError, GpunetError, one_line_errors
 from gpunet.files import atomic_path, save_figure, write_json
-from gpunet.latency.build import ensure_table
+from gpunet.latency.build import LatencySetup, ensure_table
 from gpunet.latency.estimate import estimate_encodings
 from gpunet.latency.table import LatencyTable
 from gpunet.paths import CONF_DIR
@@ -44,6 +44,11 @@ class Tier:
     target_ms: float
     tolerance_ms: float
 
+    def __post_init__(self) -> None:
+        if self.target_ms <= 0 or not 0 <= self.tolerance_ms < self.target_ms:
+            raise ConfigError(f"tier {self.name}: need target_ms > 0 and 0 <= tolerance_ms < target_ms, "
+                              f"got {self.target_ms} +- {self.tolerance_ms}")
+
     @property
     def band(self) -> tuple[float, float]:
         return self.target_ms - self.tolerance_ms, self.target_ms + self.tolerance_ms
@@ -58,13 +63,9 @@ class Tier:
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> Tier:
         cfg = plain(cfg)
         try:
-            tier = cls(str(cfg["name"]), float(cfg["target_ms"]), float(cfg["tolerance_ms"]))
+            return cls(str(cfg["name"]), float(cfg["target_ms"]), float(cfg["tolerance_ms"]))
         except KeyError as err:
             raise ConfigError(f"a tier config needs name, target_ms and tolerance_ms; got {cfg}") from err
-        if tier.target_ms <= 0 or not 0 <= tier.tolerance_ms < tier.target_ms:
-            raise ConfigError(f"tier {tier.name}: need target_ms > 0 and 0 <= tolerance_ms < target_ms, "
-                              f"got {tier.target_ms} +- {tier.tolerance_ms}")
-        return tier
 
 
 def all_tiers() -> list[Tier]:
@@ -74,8 +75,7 @@ def all_tiers() -> list[Tier]:
 
 
 def sample_latencies(space: SearchSpace, table: LatencyTable, n: int, seed: int,
-                     num_classes: int | None = None, calibrated: bool = False,
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     num_classes: int, calibrated: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`n` Sobol encodings of `space` and their estimated latencies (ms)."""
     X = sobol_encodings(space, n, seed)
     return X, estimate_encodings(space, table, X, num_classes, calibrated)
@@ -135,20 +135,17 @@ def plot_tiers(latencies: np.ndarray, tiers: Sequence[Tier], title: str, path: P
     return save_figure(fig, path)
 
 
-def tier_pool(space: SearchSpace, table: LatencyTable, tier_cfg: Mapping[str, Any] | DictConfig,
-              n: int = 1_000_000, seed: int = 0, cache_dir: str | Path = "outputs/latency/pools", *,
-              num_classes: int | None = None, calibrated: bool = False,
-              ) -> tuple[np.ndarray, np.ndarray]:
+def tier_pool(space: SearchSpace, table: LatencyTable, tier: Tier, n: int = 1_000_000, seed: int = 0,
+              cache_dir: str | Path = "outputs/latency/pools", *, num_classes: int,
+              calibrated: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The networks of a tier: (encodings int16 (M, D), estimated latencies ms (M,)).
 
     Each network is in the pool once, in the order Sobol first drew it (a small space makes
     Sobol repeat encodings; a pool row is then one network, so a trial maps back to its row).
-    Estimates assume a head of `num_classes` classes (None: `table.num_classes`) and apply the
+    Estimates assume a head of `num_classes` classes and apply the
     table's calibration if `calibrated`. Raises EmptyTierError, naming the latency range that
     exists, when the band holds none.
     """
-    tier = Tier.from_config(tier_cfg)
-    num_classes = table.num_classes if num_classes is None else int(num_classes)
     key = pool_key(space, table, n, seed, num_classes, calibrated)
     lo, hi = tier.band
     path = Path(cache_dir) / f"{space.name}-{key}-{lo:g}-{hi:g}ms.npz"
@@ -167,19 +164,27 @@ def tier_pool(space: SearchSpace, table: LatencyTable, tier_cfg: Mapping[str, An
     return X[keep], latencies[keep]
 
 
-def stratify(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Histogram of the space's sampled latencies with every tier, and each tier's pool size."""
-    space = space_from_config(cfg["search_space"])
-    latency, options = plain(cfg["latency"]), plain(cfg["stratify"])
-    table = ensure_table(cfg)
-    n, seed = int(options["samples"]), int(options["seed"])
-    _, latencies = sample_latencies(space, table, n, seed, calibrated=bool(latency["calibrated"]))
-    tiers = all_tiers() if options["all_tiers"] else [Tier.from_config(cfg["tier"])]
-    stem = out_dir / options["prefix"]
+@dataclass(frozen=True)
+class StratifyOptions:
+    """The stratify app's knobs (its config's `stratify` node and latency.calibrated)."""
+
+    samples: int  # Sobol networks sampled and estimated
+    seed: int  # scrambling seed of the Sobol sequence
+    prefix: str  # file-name prefix of the outputs
+    calibrated: bool = False  # apply the table's calibration
+
+
+def stratify(space: SearchSpace, setup: LatencySetup, tiers: Sequence[Tier], options: StratifyOptions,
+             out_dir: Path) -> dict[str, Any]:
+    """Histogram of the space's sampled latencies with `tiers`, and each tier's pool size."""
+    table = ensure_table(setup, space)
+    n, seed = options.samples, options.seed
+    _, latencies = sample_latencies(space, table, n, seed, setup.num_classes, options.calibrated)
+    stem = out_dir / options.prefix
     ctx = table.context
     summary = {
         "search_space": space.name, "context": ctx, "samples": n, "seed": seed,
-        "calibrated": bool(latency["calibrated"]), "num_classes": table.num_classes,
+        "calibrated": options.calibrated, "num_classes": setup.num_classes,
         "range_ms": [float(latencies.min()), float(latencies.max())],
         "percentiles_ms": {str(q): float(v) for q, v in
                            zip((1, 10, 50, 90, 99), np.percentile(latencies, [1, 10, 50, 90, 99]))},
@@ -195,12 +200,21 @@ def stratify(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> dict[str, An
     return summary
 
 
+def stratify_app(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """The stratify app at its edge: the one place that reads its config."""
+    options = StratifyOptions(int(cfg.stratify.samples), int(cfg.stratify.seed), str(cfg.stratify.prefix),
+                              bool(cfg.latency.calibrated))
+    tiers = all_tiers() if cfg.stratify.all_tiers else [Tier.from_config(cfg.tier)]
+    return stratify(space_from_config(cfg.search_space), LatencySetup.from_config(cfg), tiers, options,
+                    out_dir)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = cfg.stratify.out_dir
     with one_line_errors():  # an error of ours is one line; any other keeps its traceback
         check_latency(cfg, "stratify")
-        stratify(cfg, Path(to_absolute_path(out)) if out else Path(HydraConfig.get().runtime.output_dir))
+        stratify_app(cfg, Path(to_absolute_path(out)) if out else Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -118,16 +118,10 @@ def _now() -> str:
 
 
 class LatencyTable:
-    """The entries of one context in one SQLite file; creates the file when it does not exist.
+    """The entries of one context in one SQLite file; creates the file when it does not exist."""
 
-    `num_classes` is the head's classifier size that estimates of encodings assume by default
-    (the app's class count; `ensure_table` sets it from latency.num_classes).
-    """
-
-    def __init__(self, path: str | Path, context: Mapping[str, Any], num_classes: int = 1000,
-                 timeout_s: float = 120.0) -> None:
+    def __init__(self, path: str | Path, context: Mapping[str, Any], timeout_s: float = 120.0) -> None:
         self.path = Path(path)
-        self.num_classes = int(num_classes)
         self.context = json.loads(canonical_context(context))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
@@ -270,7 +264,7 @@ class LatencyTable:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LatencyTable({str(self.path)!r}, {self.context}, num_classes={self.num_classes})"
+        return f"LatencyTable({str(self.path)!r}, {self.context})"
 
 
 class _Transaction:

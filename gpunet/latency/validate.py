@@ -24,11 +24,10 @@ from scipy import stats
 from tqdm import tqdm
 
 from gpunet.checks import check_latency
-from gpunet.config import plain
 from gpunet.errors import one_line_errors
 from gpunet.files import save_figure, write_json, write_text
 from gpunet.latency.backends import create_backend
-from gpunet.latency.build import ensure_table
+from gpunet.latency.build import LatencySetup, ensure_table
 from gpunet.latency.estimate import sum_encodings
 from gpunet.latency.table import Calibration, LatencyTable
 from gpunet.latency.timing import summarize
@@ -92,7 +91,7 @@ def fidelity(sums_ms: np.ndarray, entries: np.ndarray, measured_ms: np.ndarray) 
     )
 
 
-def measure_sample(space: SearchSpace, table: LatencyTable, cfg: DictConfig | Mapping[str, Any],
+def measure_sample(space: SearchSpace, table: LatencyTable, setup: LatencySetup,
                    networks: int, seed: int, rounds: int) -> dict[str, np.ndarray]:
     """Sobol networks of `space`: their table sums, entry counts and end-to-end latencies.
 
@@ -101,10 +100,10 @@ def measure_sample(space: SearchSpace, table: LatencyTable, cfg: DictConfig | Ma
     then does not decide a network's reference value.
     """
     X = sobol_encodings(space, networks, seed)
-    sums_ns, entries = sum_encodings(space, table, X)
-    backend = create_backend(plain(cfg["latency"]), plain(cfg["device"]))
+    sums_ns, entries = sum_encodings(space, table, X, setup.num_classes)
+    backend = create_backend(setup.latency, setup.device)
     try:
-        runners = [backend.prepare_network(encoding_to_spec(space, x, table.num_classes))
+        runners = [backend.prepare_network(encoding_to_spec(space, x, setup.num_classes))
                    for x in tqdm(X, desc="preparing", unit="network", dynamic_ncols=True)]
         samples: list[list[float]] = [[] for _ in runners]
         order = np.random.default_rng(seed)
@@ -167,17 +166,25 @@ def report_markdown(result: Fidelity, context: Mapping[str, Any], space: str) ->
     ])
 
 
-def validate(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> Fidelity:
-    """Run the fidelity check of cfg's table; writes JSON, Markdown, CSV and the scatter PNG."""
-    space = space_from_config(cfg["search_space"])
-    options = plain(cfg["validate"])
-    table = ensure_table(cfg)
-    sample = measure_sample(space, table, cfg, int(options["networks"]), int(options["seed"]),
-                            int(options["rounds"]))
+@dataclass(frozen=True)
+class ValidateOptions:
+    """The validate app's knobs (its config's `validate` node)."""
+
+    networks: int  # Sobol networks measured end to end
+    rounds: int  # interleaved timing rounds per network
+    seed: int  # Sobol seed of those networks
+    prefix: str  # file-name prefix of the outputs
+    store_calibration: bool  # save the fitted calibration with the table
+
+
+def validate(space: SearchSpace, setup: LatencySetup, options: ValidateOptions, out_dir: Path) -> Fidelity:
+    """Run the fidelity check of the setup's table; writes JSON, Markdown, CSV and the scatter PNG."""
+    table = ensure_table(setup, space)
+    sample = measure_sample(space, table, setup, options.networks, options.seed, options.rounds)
     result = fidelity(sample["sum_ms"], sample["entries"], sample["measured_ms"])
-    if options["store_calibration"]:
+    if options.store_calibration:
         table.set_calibration(result.calibration)
-    stem = out_dir / options["prefix"]
+    stem = out_dir / options.prefix
     ctx = table.context
     write_json(stem.with_suffix(".json"), {"search_space": space.name, "context": ctx,
                                            "table": str(table.path), **asdict(result)})
@@ -193,13 +200,21 @@ def validate(cfg: DictConfig | Mapping[str, Any], out_dir: Path) -> Fidelity:
     return result
 
 
+def validate_app(cfg: DictConfig, out_dir: Path) -> Fidelity:
+    """The validate app at its edge: the one place that reads its config."""
+    v = cfg.validate
+    options = ValidateOptions(int(v.networks), int(v.rounds), int(v.seed), str(v.prefix),
+                              bool(v.store_calibration))
+    return validate(space_from_config(cfg.search_space), LatencySetup.from_config(cfg), options, out_dir)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = cfg.validate.out_dir
     with one_line_errors():  # an error of ours is one line; any other keeps its traceback
         check_latency(cfg, "validate")
-        validate(cfg, Path(hydra.utils.to_absolute_path(out)) if out else
-                 Path(HydraConfig.get().runtime.output_dir))
+        validate_app(cfg, Path(hydra.utils.to_absolute_path(out)) if out else
+                     Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

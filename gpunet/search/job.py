@@ -38,14 +38,14 @@ def measure_latency(cfg: DictConfig) -> dict[str, Any]:
     """The end-to-end latency of `cfg.trial.encoding` (head of `trial.num_classes`, else the
     data's classes) with cfg's device and backend, and the context it was measured in."""
     from gpunet.latency.backends import BackendUnavailable
-    from gpunet.latency.build import head_classes, measure_network_context
+    from gpunet.latency.build import LatencySetup, head_classes, measure_network_context
 
     start = time.perf_counter()
     space = space_from_config(cfg.search_space)
     num_classes = int(cfg.trial.get("num_classes") or head_classes(cfg))
     spec = encoding_to_spec(space, [int(x) for x in cfg.trial.encoding], num_classes=num_classes)
     try:
-        ms, context = measure_network_context(spec, cfg)
+        ms, context = measure_network_context(spec, LatencySetup.from_config(cfg))
     except BackendUnavailable as err:
         return {"status": "failed", "error": f"{type(err).__name__}: {err}",
                 "duration_s": time.perf_counter() - start}

@@ -61,13 +61,13 @@ class TierPool:
 
 def load_tier_pool(cfg: DictConfig) -> TierPool:
     """Make sure the latency table exists (build what is missing), then take the tier's pool."""
-    from gpunet.latency.build import ensure_table
-    from gpunet.latency.stratify import tier_pool
+    from gpunet.latency.build import LatencySetup, ensure_table
+    from gpunet.latency.stratify import Tier, tier_pool
 
     space = space_from_config(cfg.search_space)
-    table = ensure_table(cfg)
+    table = ensure_table(LatencySetup.from_config(cfg), space)
     pool = cfg.search.pool
-    encodings, latencies = tier_pool(space, table, cfg.tier, n=int(pool.samples),
+    encodings, latencies = tier_pool(space, table, Tier.from_config(cfg.tier), n=int(pool.samples),
                                      seed=int(pool.seed), cache_dir=Path(pool.cache_dir),
                                      num_classes=int(cfg.latency.num_classes),
                                      calibrated=bool(cfg.latency.calibrated))

@@ -140,7 +140,8 @@ class OutputSettings:
 
         return cls(space_from_config(cfg.search_space), objective_metric(cfg.objective),
                    Tier.from_config(cfg.tier).band, build.head_classes(cfg), str(cfg.device.name),
-                   str(cfg.latency.name), lambda spec: build.measure_network_context(spec, cfg))
+                   str(cfg.latency.name),
+                   lambda spec: build.measure_network_context(spec, build.LatencySetup.from_config(cfg)))
 
 
 def measure_best(search_dir: Path, best: Trial, spec: NetworkSpec, settings: OutputSettings,
