@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,9 +38,6 @@ class StageConfig:
 class Architecture:
     resolution: int
     stages: tuple[StageConfig, ...]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def check_encodings(encodings: np.ndarray, cardinalities: Sequence[int] | np.ndarray,

@@ -47,11 +47,6 @@ class LayerSpec:
         if self.block == "conv" and (self.expansion != 1 or self.se):
             raise ConfigError("a conv layer has no expansion or SE")
 
-    @property
-    def has_residual(self) -> bool:
-        """Residual (with drop-path) when the block keeps shape; plain convs never have one."""
-        return self.block != "conv" and self.stride == 1 and self.in_channels == self.out_channels
-
 
 @dataclass(frozen=True)
 class HeadSpec:
