@@ -14,13 +14,13 @@ from gpunet.hub.table import hub_dir, load_hub, query
 
 
 def format_table(entries, device: str | None) -> str:
-    header = f"{'name':34} {'tier':>7} {'dataset':>9} {'top1':>6} {'res':>4}  latency (ms)"
+    header = f"{'name':34} {'tier':>7} {'dataset':>9} {'top-1 (fraction)':>16} {'res':>4}  latency (ms)"
     lines = [header, "-" * len(header)]
     for e in entries:
         lat = ", ".join(f"{d}={v:.3g}" for d, v in sorted(e.latency_ms.items())
                         if device is None or d == device)
-        top1 = "-" if e.top1 is None else f"{e.top1:.2f}"
-        lines.append(f"{e.name:34} {e.tier:>7} {e.dataset:>9} {top1:>6} {e.resolution:>4}  {lat}")
+        top1 = "-" if e.top1 is None else f"{e.top1:.4f}"
+        lines.append(f"{e.name:34} {e.tier:>7} {e.dataset:>9} {top1:>16} {e.resolution:>4}  {lat}")
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ class HubEntry:
     name: str
     tier: str
     dataset: str
-    top1: float | None
+    top1: float | None  # top-1 on `dataset` as a fraction in [0, 1] (searches' val_top1)
     resolution: int
     latency_ms: dict[str, float]  # device -> latency on that device
     source: str = "search"
