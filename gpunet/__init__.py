@@ -8,7 +8,7 @@ from gpunet.resolvers import register_resolvers
 
 register_resolvers()  # before the imports below: they may load configs
 
-from gpunet.hub.table import register_hub_models  # noqa: E402
+from gpunet.hub.entries import register_hub_models  # noqa: E402
 from gpunet.models.registry import register_released  # noqa: E402
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ import pytest
 import timm
 from hydra.errors import HydraException
 
-from gpunet.hub.table import SearchOrigin, add_search_result, entry_name, load_hub, query
+from gpunet.hub.entries import SearchOrigin, add_search_result, entry_name, load_hub, query
 from gpunet.search.grid import grid_points
 from gpunet.search.journal import Journal, Trial
 from gpunet.space import encoding_to_spec

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpunet.hub.table import hub_dir, load_hub, query
+from gpunet.hub.entries import hub_dir, load_hub, query
 
 
 def format_table(entries, device: str | None) -> str:

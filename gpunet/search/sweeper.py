@@ -171,7 +171,7 @@ class SearchSweeper(Sweeper):
                 log_search_summary(cfg.logger, plain_config(cfg), search_dir, trials, best)
             update = None
             if best is not None and training and cfg.hub.add:
-                from gpunet.hub.table import SearchOrigin, add_search_result
+                from gpunet.hub.entries import SearchOrigin, add_search_result
 
                 origin = SearchOrigin(str(cfg.search_space.name), str(cfg.device.name), str(cfg.tier.name),
                                       str(cfg.data.name), str(cfg.latency.name))
