@@ -40,7 +40,7 @@ from gpunet.files import save_figure, write_json, write_text  # noqa: E402
 from gpunet.paths import CONF_DIR  # noqa: E402
 from gpunet.search.loop import load_tier_pool  # noqa: E402
 from gpunet.space.encoding import encoding_to_spec  # noqa: E402
-from gpunet.space.space import space_from_config  # noqa: E402
+from gpunet.space.search_space import space_from_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"

@@ -125,7 +125,7 @@ def test_a_value_outside_the_lookup_raises_instead_of_reading_index_minus_one(tm
     from test_latency_support import TINY
 
     from gpunet.latency import estimate
-    from gpunet.space.space import space_from_config
+    from gpunet.space.search_space import space_from_config
 
     space = tiny_space()  # resolutions 32 and 40
     table = synthetic_table(tmp_path / "t.sqlite", space)

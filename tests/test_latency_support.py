@@ -12,7 +12,7 @@ from gpunet.latency.build import LatencySetup
 from gpunet.latency.space_keys import reach
 from gpunet.latency.table import LatencyTable
 from gpunet.latency.timing import Timing
-from gpunet.space.space import SearchSpace, space_from_config
+from gpunet.space.search_space import SearchSpace, space_from_config
 
 # Small enough to enumerate every network (3,072), yet it has everything the walk must handle:
 # two resolutions, shared filters, fixed and 1-element fields, a stage that can be empty, stride 1

@@ -38,7 +38,7 @@ from gpunet.latency.parallel import measure_into, measure_parallel
 from gpunet.latency.space_keys import reach
 from gpunet.latency.table import LatencyTable, StoredContext, stored_contexts
 from gpunet.paths import CONF_DIR
-from gpunet.space.space import SearchSpace, space_from_config
+from gpunet.space.search_space import SearchSpace, space_from_config
 from gpunet.space.spec import NetworkSpec
 
 

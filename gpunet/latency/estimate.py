@@ -19,7 +19,7 @@ from gpunet.latency.keys import Probe, head_key_of, layer_key_of, spec_probes
 from gpunet.latency.space_keys import StageReach, reach
 from gpunet.latency.table import Calibration, LatencyTable
 from gpunet.space.encoding import check_space_encodings, encoding_to_spec
-from gpunet.space.space import SearchSpace, StageSpace
+from gpunet.space.search_space import SearchSpace, StageSpace
 from gpunet.space.spec import NetworkSpec, conv_output_size
 
 VARIANT_FIELDS = ("kernel", "expansion", "se", "act")

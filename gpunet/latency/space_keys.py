@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass
 
 from gpunet.latency.keys import Probe
-from gpunet.space.space import SearchSpace, StageSpace
+from gpunet.space.search_space import SearchSpace, StageSpace
 from gpunet.space.spec import HeadSpec, LayerSpec, conv_output_size
 
 # (spatial size, channels entering, previous stage's filters) before a stage.

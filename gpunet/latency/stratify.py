@@ -31,7 +31,7 @@ from gpunet.latency.estimate import estimate_encodings
 from gpunet.latency.table import LatencyTable
 from gpunet.paths import CONF_DIR
 from gpunet.space.sampling import sobol_encodings
-from gpunet.space.space import SearchSpace, space_from_config
+from gpunet.space.search_space import SearchSpace, space_from_config
 
 
 class EmptyTierError(GpunetError, ValueError):

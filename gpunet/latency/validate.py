@@ -34,7 +34,7 @@ from gpunet.latency.timing import summarize
 from gpunet.paths import CONF_DIR
 from gpunet.space.encoding import encoding_to_spec
 from gpunet.space.sampling import sobol_encodings
-from gpunet.space.space import SearchSpace, space_from_config
+from gpunet.space.search_space import SearchSpace, space_from_config
 
 
 @dataclass(frozen=True)

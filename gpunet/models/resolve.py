@@ -11,7 +11,7 @@ from gpunet.errors import ConfigError
 from gpunet.models.registry import HUB_SPECS
 from gpunet.space.encoding import encoding_to_spec
 from gpunet.space.formats import load_spec
-from gpunet.space.space import SearchSpace, load_space
+from gpunet.space.search_space import SearchSpace, load_space
 from gpunet.space.spec import NetworkSpec
 
 

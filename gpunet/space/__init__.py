@@ -18,7 +18,7 @@ from gpunet.space.formats import (
     spec_to_nvidia,
 )
 from gpunet.space.sampling import sobol_encodings
-from gpunet.space.space import Digit, SearchSpace, StageSpace, load_space, space_from_config
+from gpunet.space.search_space import Digit, SearchSpace, StageSpace, load_space, space_from_config
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 
 __all__ = [

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpunet.errors import ConfigError
-from gpunet.space.space import FIELD_ORDER, SearchSpace
+from gpunet.space.search_space import FIELD_ORDER, SearchSpace
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gpunet.space.space import SearchSpace
+from gpunet.space.search_space import SearchSpace
 
 
 def sobol_encodings(space: SearchSpace, n: int, seed: int = 0) -> np.ndarray:

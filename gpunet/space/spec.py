@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpunet.errors import ConfigError
-from gpunet.space.space import ACTIVATIONS, BLOCKS
+from gpunet.space.search_space import ACTIVATIONS, BLOCKS
 
 if TYPE_CHECKING:
     import numpy as np
