@@ -152,7 +152,7 @@ def compose(config: str, overrides: list[str]):
 
 
 def latency_cfg(mode: Mode, work: Path, runs: int, warmup: int, gpu_name: str | None = None):
-    """gpunet's latency_build config for this mode: torch backend, FP16 CUDA (device=h100's
+    """gpunet's latency_apps config for this mode: torch backend, FP16 CUDA (device=h100's
     settings, named after the GPU present) or FP32 CPU on one thread."""
     over = [f"search_space={mode.table_space}", "latency=torch", f"latency.runs={runs}",
             f"latency.warmup={warmup}", f"latency.table={work / 'latency_table' / 'table.sqlite'}"]
@@ -165,7 +165,7 @@ def latency_cfg(mode: Mode, work: Path, runs: int, warmup: int, gpu_name: str | 
         over += ["device=h100", f"device.name={device_slug(gpu_name)}", "latency.num_classes=1000"]
     else:
         over += ["device=cpu", "latency.threads=1"]
-    return compose("latency_build", over)
+    return compose("latency_apps", over)
 
 
 def train_cfg(mode: Mode, extra: list[str]):

@@ -34,13 +34,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", default="cpu", help="suffix of the output files")
     parser.add_argument("--keep-table", action="store_true", help="re-use an existing table (no timing)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/latency_build.yaml")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/latency_apps.yaml")
     args = parser.parse_args()
     defaults = ["search_space=cpu", "latency.num_classes=10", "validate.networks=60",
                 "latency.table=outputs/latency/report-${search_space.name}-${latency.name}.sqlite",
                 f"validate.prefix=latency_fidelity_{args.tag}", f"stratify.prefix=latency_tiers_{args.tag}"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("latency_build", overrides=[*defaults, *args.overrides])
+        cfg = compose("latency_apps", overrides=[*defaults, *args.overrides])
     setup = LatencySetup.from_config(cfg)
     path = setup.table_path
     if not args.keep_table:

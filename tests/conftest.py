@@ -54,7 +54,7 @@ def shared(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def composed() -> Callable[..., DictConfig]:
-    """`composed(app, *overrides)`: a copy of an app's config (search, train, latency_build) with
+    """`composed(app, *overrides)`: a copy of an app's config (search, train, latency_apps) with
     Hydra command-line overrides. Each (app, overrides) is composed once per session, as
     lightning-hydra-template's conftest does: composing takes about a second on a busy 2-core box,
     a copy a few milliseconds. Tests change their copy freely."""
@@ -72,11 +72,11 @@ def composed() -> Callable[..., DictConfig]:
 
 @pytest.fixture
 def compose_cfg(composed) -> Callable[..., DictConfig]:
-    """`compose_cfg(root, *overrides, space=None, app="latency_build")`: the app's config for one
+    """`compose_cfg(root, *overrides, space=None, app="latency_apps")`: the app's config for one
     test: fast timing (5 runs after 1 warm-up), the latency table, pool cache and hub in `root`
     (a test's tmp_path), and `space` (a search-space dict) instead of the configured one."""
 
-    def get(root: Path, *overrides: str, space: dict | None = None, app: str = "latency_build") -> DictConfig:
+    def get(root: Path, *overrides: str, space: dict | None = None, app: str = "latency_apps") -> DictConfig:
         cfg = composed(app, "latency.runs=5", "latency.warmup=1", *overrides)
         cfg.latency.table = str(root / "table.sqlite")
         if app == "search":

@@ -121,14 +121,14 @@ def test_the_app_adds_a_network_given_as_arch(tmp_path):
     (["latency=torch"], "torch", "fp32"),
 ])
 def test_a_device_selects_its_backend_and_latency_overrides_it(composed, overrides, backend, precision):
-    cfg = composed("latency_build", *overrides)
+    cfg = composed("latency_apps", *overrides)
     assert cfg.latency.name == backend and cfg.latency.precision == precision
     assert cfg.latency.table.endswith(f"{cfg.device.name}-{backend}-{precision}-b1.sqlite")
 
 
 @pytest.mark.parametrize("device", sorted(p.stem for p in (CONF_DIR / "device").glob("*.yaml")))
 def test_every_device_has_the_keys_training_and_latency_read(composed, device):
-    cfg = composed("latency_build", f"device={device}")
+    cfg = composed("latency_apps", f"device={device}")
     d = cfg.device
     assert d.type in ("cpu", "cuda") and d.precision in ("fp32", "fp16") and d.batch_size == 1
     expected = ("cpu", "32-true") if d.type == "cpu" else ("gpu", "16-mixed")
@@ -137,8 +137,8 @@ def test_every_device_has_the_keys_training_and_latency_read(composed, device):
 
 
 def test_search_space_default_is_cpu_and_table1_stays_available(composed):
-    assert composed("latency_build").search_space.name == "cpu"
-    assert composed("latency_build", "search_space=gpunet").search_space.name == "gpunet"
+    assert composed("latency_apps").search_space.name == "cpu"
+    assert composed("latency_apps", "search_space=gpunet").search_space.name == "gpunet"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
@@ -210,7 +210,7 @@ def test_imagefolder_declares_its_class_count_and_it_must_match_the_tree(tmp_pat
 
     class_tree(tmp_path / "data", 3)
     root = f"data.root={tmp_path / 'data'}"
-    for app in ("latency_build", "search"):
+    for app in ("latency_apps", "search"):
         with pytest.raises(ValueError, match=r"needs data.num_classes.*has 3 class folders: add "
                                              r"data.num_classes=3"):
             table_inputs(compose_cfg(tmp_path, "data=imagefolder", root, app=app))

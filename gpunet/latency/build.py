@@ -269,7 +269,7 @@ def measure_network(spec: NetworkSpec, setup: LatencySetup) -> float:
     return measure_network_context(spec, setup)[0]
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="latency_apps", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     console.setup()  # known-harmless warnings filtered, the others to the log
     with one_line_errors():  # an error of ours is one line; any other keeps its traceback

@@ -209,7 +209,7 @@ def stratify_app(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     out_dir)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="latency_apps", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = cfg.stratify.out_dir
     with one_line_errors():  # an error of ours is one line; any other keeps its traceback

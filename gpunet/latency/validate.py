@@ -208,7 +208,7 @@ def validate_app(cfg: DictConfig, out_dir: Path) -> Fidelity:
     return validate(space_from_config(cfg.search_space), LatencySetup.from_config(cfg), options, out_dir)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="latency_build", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="latency_apps", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = cfg.validate.out_dir
     with one_line_errors():  # an error of ours is one line; any other keeps its traceback
