@@ -14,8 +14,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from gpunet.config import plain
 from gpunet.errors import GpunetError
 from gpunet.search.objectives import trains
 
@@ -27,32 +28,28 @@ class SearchMismatch(GpunetError, ValueError):
     """The journal in a search directory was written by a search with another definition."""
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
 def search_definition(cfg: DictConfig) -> dict[str, Any]:
     """The defining settings of the search `cfg` describes, as plain JSON-able values."""
     latency = cfg.latency
     definition: dict[str, Any] = {
-        "search_space": _plain(cfg.search_space),
+        "search_space": plain(cfg.search_space),
         "latency": {"device": cfg.device.name, "backend": latency.name,
                     "precision": latency.precision, "batch_size": latency.batch_size,
                     "num_classes": latency.num_classes, "calibrated": latency.calibrated},
         "tier": {"target_ms": float(cfg.tier.target_ms), "tolerance_ms": float(cfg.tier.tolerance_ms)},
         "pool": {"samples": int(cfg.search.pool.samples), "seed": int(cfg.search.pool.seed)},
-        "searcher": _plain(cfg.searcher),
+        "searcher": plain(cfg.searcher),
         "seed": int(cfg.seed),
         # `trains` is implied by the objective's name (left out: earlier searches still resume)
-        "objective": {k: v for k, v in _plain(cfg.objective).items() if k != "trains"},
+        "objective": {k: v for k, v in plain(cfg.objective).items() if k != "trains"},
     }
     if trains(cfg.objective):  # only a training objective reads these
-        data = _plain(cfg.data)
+        data = plain(cfg.data)
         definition["data"] = {k: v for k, v in data.items() if k not in _OPERATIONAL_DATA_KEYS}
-        definition["recipe"] = _plain(cfg.recipe)
+        definition["recipe"] = plain(cfg.recipe)
         # the thresholds file is each job's, not the search's; "journal" (its key's former name,
         # always null here) stays so that searches started before the rename still resume
-        stop = {k: v for k, v in _plain(cfg.early_stop).items() if k != "thresholds"}
+        stop = {k: v for k, v in plain(cfg.early_stop).items() if k != "thresholds"}
         definition["early_stopping"] = {"on": bool(cfg.search.early_stopping), **stop, "journal": None}
     return definition
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from gpunet.config import plain
 from gpunet.search.journal import Trial
 from gpunet.search.outputs import CSV_FIELDS, result_rows
 from gpunet.train.loggers import run_id, wandb_mode
@@ -18,8 +19,7 @@ from gpunet.train.loggers import run_id, wandb_mode
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """The app's config as a plain dict, without Hydra's own node (what the summary run records)."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
-                                  resolve=True)
+    return plain(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
 def log_search_summary(logger: DictConfig, run_config: dict[str, Any], search_dir: Path,
