@@ -33,7 +33,7 @@ from test_cluster_slurm import (
     trial_lines,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
 
 @pytest.fixture

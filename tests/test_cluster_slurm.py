@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 import yaml
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

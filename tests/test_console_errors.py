@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from test_search_e2e import TESTS, search_cmd
 
+pytestmark = pytest.mark.e2e  # the apps run in subprocesses (the e2e marker: pyproject.toml)
+
 SMALLEST = "[" + ",".join(["0"] * 41) + "]"  # the smallest network of the gpunet space
 
 

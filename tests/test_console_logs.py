@@ -16,7 +16,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from test_search_e2e import TESTS, search_cmd
+
+pytestmark = pytest.mark.e2e  # the apps run in subprocesses (the e2e marker: pyproject.toml)
 
 ENV = {**os.environ, "PYTHONPATH": str(TESTS), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 # Known and harmless: Lightning's litlogger advert, its SLURM `srun` hint, its warnings about the

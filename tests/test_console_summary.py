@@ -54,6 +54,7 @@ def assert_best_fields(block: list[str], sweep: Path, metric: str) -> dict:
     return best
 
 
+@pytest.mark.e2e
 def test_a_search_ends_with_its_summary_and_says_so_again_on_resume(shared, tmp_path):
     sweep = tmp_path / "s"
     cmd = search_cmd(shared, sweep, "searcher=random", "search.n_trials=4")
@@ -73,6 +74,7 @@ def test_a_search_ends_with_its_summary_and_says_so_again_on_resume(shared, tmp_
     assert_best_fields(block, sweep, "ackley_value")
 
 
+@pytest.mark.e2e
 def test_a_grid_prints_one_summary_per_search_then_its_comparison(shared, tmp_path):
     sweep = tmp_path / "g"
     out = run(search_cmd(shared, sweep, "searcher=random,evolution", "search.n_trials=2"), tmp_path)
@@ -129,6 +131,7 @@ def assert_one_resume_line(text: str, sweep: Path) -> None:
                      f"command to resume (journal: {sweep / 'journal.jsonl'})"], lines
 
 
+@pytest.mark.e2e
 def test_ctrl_c_of_a_synchronous_search_prints_how_to_resume(shared, tmp_path):
     sweep = tmp_path / "s"
     proc = launch(search_cmd(shared, sweep, "objective=timed", "searcher=random", "search.n_trials=40"),
@@ -151,6 +154,7 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.e2e
 def test_ctrl_c_of_an_asynchronous_search_stops_its_workers(shared, tmp_path):
     sweep = tmp_path / "s"
     proc = launch(search_cmd(shared, sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -169,6 +173,7 @@ def test_ctrl_c_of_an_asynchronous_search_stops_its_workers(shared, tmp_path):
     assert not alive, "the sweeper's workers outlived it"
 
 
+@pytest.mark.e2e
 def test_ctrl_c_mid_training_then_resume_counts_both_parts_and_the_summary_names_the_hub(
         shared, tmp_path):
     sweep, hub = tmp_path / "s", tmp_path / "hub"
@@ -206,6 +211,7 @@ def test_ctrl_c_mid_training_then_resume_counts_both_parts_and_the_summary_names
                                    f"{best['val_top1']:.4f}")
 
 
+@pytest.mark.e2e
 def test_help_offers_only_real_latency_backends(tmp_path):
     out = subprocess.run([sys.executable, "-m", "gpunet.search", "--help"], cwd=tmp_path, env=ENV,
                          capture_output=True, text=True, timeout=300)

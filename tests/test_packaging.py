@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # a regular install in a venv (the e2e marker: pyproject.toml)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = """

@@ -9,7 +9,10 @@ import signal
 import subprocess
 import time
 
+import pytest
 from test_search_e2e import TESTS, journal, results, run, search_cmd
+
+pytestmark = pytest.mark.e2e  # the apps run in subprocesses (the e2e marker: pyproject.toml)
 
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 

@@ -15,7 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.e2e  # the apps run in subprocesses (the e2e marker: pyproject.toml)
 
 TESTS = Path(__file__).resolve().parent
 

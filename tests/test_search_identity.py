@@ -28,6 +28,7 @@ def search_dirs(cwd: Path) -> list[str]:
     return sorted(p.name for p in (cwd / "outputs" / "search").iterdir())
 
 
+@pytest.mark.e2e
 def test_swapping_the_searcher_runs_a_new_search(shared, tmp_path):
     run(default_dir_cmd(shared, "searcher=lamcts_bo", "searcher.n_init=4", "search.n_trials=6"),
         tmp_path)
@@ -41,6 +42,7 @@ def test_swapping_the_searcher_runs_a_new_search(shared, tmp_path):
         assert yaml.safe_load((search_dir / "search.yaml").read_text())["searcher"]["name"] == searcher
 
 
+@pytest.mark.e2e
 def test_resuming_with_a_changed_knob_is_refused_and_names_the_keys(shared, tmp_path):
     sweep = tmp_path / "s"
     run(search_cmd(shared, sweep, "searcher=lamcts_bo", "searcher.n_init=4", "search.n_trials=4"),
@@ -58,6 +60,7 @@ def test_resuming_with_a_changed_knob_is_refused_and_names_the_keys(shared, tmp_
     assert [int(r["number"]) for r in results(sweep)] == list(range(6))
 
 
+@pytest.mark.e2e
 def test_a_grid_after_single_searches_never_writes_into_them(shared, tmp_path):
     run(default_dir_cmd(shared, "searcher=random", "search.n_trials=4"), tmp_path)
     single = tmp_path / "outputs" / "search" / "tiny-cpu-onnxruntime-500ms-pm499.99-ackley-random-s0"
@@ -73,12 +76,14 @@ def test_a_grid_after_single_searches_never_writes_into_them(shared, tmp_path):
     assert len(search_dirs(tmp_path)) == 5  # four searches and the grid
 
 
+@pytest.mark.e2e
 def test_an_overridden_tier_band_names_the_directory(shared, tmp_path):
     run(default_dir_cmd(shared, "searcher=random", "search.n_trials=2", "tier.target_ms=0.15",
                         "tier.tolerance_ms=0.06"), tmp_path)
     assert search_dirs(tmp_path) == ["tiny-cpu-onnxruntime-0.15ms-pm0.06-ackley-random-s0"]
 
 
+@pytest.mark.e2e
 def test_kill_and_resume_over_a_pool_with_repeated_networks_matches_an_uninterrupted_run(
         shared, tmp_path):
     """The tiny space has 4,608 networks and 4,096 Sobol samples repeat many of them; a resumed

@@ -71,6 +71,7 @@ def test_released_gpunets_are_in_the_hub_and_queryable():
     assert all(e.latency_ms["a100"] <= 0.6 for e in within)
 
 
+@pytest.mark.e2e  # runs `python -m gpunet.hub`
 def test_search_results_enter_the_hub_and_timm(tmp_path, table1):
     spec = encoding_to_spec(table1, [0] * 41, num_classes=10)
     origin = SearchOrigin(search_space="gpunet", device="cpu", tier="1ms", dataset="digits",
@@ -112,6 +113,7 @@ def test_an_unmeasured_best_enters_the_hub_with_its_estimate(tmp_path, table1):
     assert entry.latency_ms == {"h100": 0.97} and entry.details["latency_source"] == "estimate"
 
 
+@pytest.mark.e2e  # runs `python -m gpunet.hub`
 def test_hub_cli_needs_a_device_for_a_budget():
     out = subprocess.run([sys.executable, "-m", "gpunet.hub", "--budget", "1"],
                          capture_output=True, text=True)

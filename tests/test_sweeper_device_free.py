@@ -58,6 +58,7 @@ def gpu_table(path: Path, context: dict = H100, drop: int = 0, seed: int = 0) ->
     return table
 
 
+@pytest.mark.e2e
 @no_gpu_here
 def test_a_search_for_an_h100_runs_on_this_cpu_machine_from_the_stored_table(tmp_path):
     table = tmp_path / "h100.sqlite"

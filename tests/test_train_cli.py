@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.e2e  # the apps run in subprocesses (the e2e marker: pyproject.toml)
+
 SMALLEST = "[" + ",".join(["0"] * 41) + "]"  # the smallest network of the gpunet space
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models on shared cores: one thread is fastest
 

@@ -96,6 +96,7 @@ def train_one_epoch_then_resume(run_dir: Path, spec: Path) -> list[tuple[int, fl
     return second
 
 
+@pytest.mark.e2e
 def test_two_process_ddp_with_ema_agrees_across_ranks_and_resumes(tmp_path) -> None:
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps(TINY.to_dict()))
