@@ -92,7 +92,8 @@ def open_journal(cfg: DictConfig, search_dir: Path) -> Journal:
     return journal
 
 
-def _quote(value: str) -> str:
+def quote_value(value: str) -> str:
+    """A string as a quoted Hydra override value (paths may hold characters the grammar reserves)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -116,12 +117,12 @@ def job_overrides(base: Sequence[str], trial: Trial, search_dir: Path,
     overrides = [*base,
                  f"trial.number={trial.number}",
                  f"trial.encoding=[{','.join(str(int(x)) for x in trial.encoding)}]",
-                 f"hydra.sweep.dir={_quote(str(trial_dir(search_dir, trial).parent))}",
+                 f"hydra.sweep.dir={quote_value(str(trial_dir(search_dir, trial).parent))}",
                  f"hydra.sweep.subdir={trial_dir(search_dir, trial).name}"]
     if early_stopping:
-        overrides.append(f"early_stop.thresholds={_quote(str(search_dir / MEDIAN_STOP_FILE))}")
+        overrides.append(f"early_stop.thresholds={quote_value(str(search_dir / MEDIAN_STOP_FILE))}")
     if wandb_group:  # the trials' W&B runs share the search's group
-        overrides.append(f"logger.group={_quote(search_dir.name)}")
+        overrides.append(f"logger.group={quote_value(search_dir.name)}")
     return overrides
 
 

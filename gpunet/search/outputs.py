@@ -29,6 +29,7 @@ from gpunet.files import save_figure, write_text  # noqa: E402
 from gpunet.latency.stratify import Tier  # noqa: E402
 from gpunet.models import build_model, export_onnx, spec_cost  # noqa: E402
 from gpunet.search.journal import Trial  # noqa: E402
+from gpunet.search.loop import quote_value  # noqa: E402
 from gpunet.space import SearchSpace, encoding_to_spec, space_from_config  # noqa: E402
 from gpunet.space.spec import NetworkSpec  # noqa: E402
 
@@ -100,10 +101,6 @@ def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str,
     save_figure(fig, path)
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _measured_on(context: dict[str, Any], where: str) -> dict[str, Any]:
     versions = {str(k): str(v) for k, v in (context.get("versions") or {}).items()}
     return {"where": where, "hardware": str(context.get("hardware")), "versions": versions}
@@ -115,7 +112,7 @@ def latency_job_overrides(base: Sequence[str], best: Trial, num_classes: int,
     return [*base, "++trial.kind=latency", f"trial.number={best.number}",
             f"trial.encoding=[{','.join(str(int(x)) for x in best.encoding)}]",
             f"++trial.num_classes={num_classes}",
-            f"hydra.sweep.dir={_quote(str(search_dir.resolve()))}", "hydra.sweep.subdir=best_latency"]
+            f"hydra.sweep.dir={quote_value(str(search_dir.resolve()))}", "hydra.sweep.subdir=best_latency"]
 
 
 Measure = Callable[[NetworkSpec], tuple[float, dict[str, Any]]]
