@@ -31,8 +31,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from compare_searchers import cached_runs, drive, evals_to_reach, fingerprint  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
+from gpunet.config import group_choice  # noqa: E402
 from gpunet.files import save_figure, write_text  # noqa: E402
 from gpunet.search import tabular  # noqa: E402
 from gpunet.search.searchers import code_digest, make_searcher  # noqa: E402
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     bench = load_nas_bench_macro(args.benchmarks)
     source = "../shared/benchmarks/nas-bench-macro" if args.benchmarks is None else str(args.benchmarks)
     cfgs = {
-        s: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/searcher/{s}.yaml")) for s in args.searchers
+        s: group_choice("searcher", s) for s in args.searchers
     }
     # the searchers' and the tabular objective's code are part of the key
     bench_id = fingerprint(bench.pool, bench.runs, code_digest(), Path(tabular.__file__).read_bytes())

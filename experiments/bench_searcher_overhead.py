@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from gpunet.config import group_choice
 from gpunet.search.objectives import make_objective
 from gpunet.search.searchers import make_searcher
 from gpunet.space import space_from_config
@@ -31,7 +32,7 @@ TARGET_S = 2.0
 
 def time_searcher(name: str, pool: np.ndarray, card: np.ndarray, args) -> dict:
     """Median/max seconds per propose(q) after `args.observations` observations."""
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/searcher/{name}.yaml"))
+    cfg = group_choice("searcher", name)
     objective = make_objective("ackley", card)
     searcher = make_searcher(cfg, pool, card, seed=0)
     start = np.random.default_rng(0).choice(len(pool), size=args.observations, replace=False)

@@ -37,6 +37,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from gpunet.config import group_choice  # noqa: E402
 from gpunet.files import write_text  # noqa: E402
 from gpunet.search import objectives  # noqa: E402
 from gpunet.search.objectives import make_objective  # noqa: E402
@@ -388,10 +389,10 @@ def main() -> None:
     pool_line += f"; {args.pool_note}" if args.pool_note else ""
     args.prefix = f"searchers_{args.tag}_" if args.tag else "searchers_"
     cfgs = {
-        s: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/searcher/{s}.yaml")) for s in args.searchers
+        s: group_choice("searcher", s) for s in args.searchers
     }
     objs = {
-        o: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/objective/{o}.yaml")) for o in args.objectives
+        o: group_choice("objective", o) for o in args.objectives
     }
     pool_values = {o: make_objective(objs[o], card)(pool) for o in args.objectives}
     # the searchers' and objectives' code is part of the key: a code change re-runs everything

@@ -16,3 +16,16 @@ def plain(node: Any) -> Any:
     if isinstance(node, Mapping):
         return dict(node)
     return node
+
+
+def group_choice(group: str, choice: str, app: str = "search") -> dict[str, Any]:
+    """One choice of a config group as `app` composes it, plain: e.g. ("searcher", "lamcts_bo").
+    A group's file may extend another through its defaults list (lamcts_bo extends bo, the GPU
+    devices and the synthetic objectives a shared base), so the file alone is not the config. For
+    scripts outside a Hydra app (inside one, GlobalHydra is taken)."""
+    from hydra import compose, initialize_config_dir
+
+    from gpunet.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return plain(compose(app, overrides=[f"{group}={choice}"])[group])
