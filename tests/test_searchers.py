@@ -362,3 +362,19 @@ def test_every_config_builds_with_knobs_equal_to_the_code_defaults(composed, nam
 def test_bad_input_is_a_clear_error(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_searcher_subclass_with_a_name_registers_itself():
+    class FirstRow(Searcher):
+        name = "test_first_row"
+
+        def _select(self, q, available, rng):
+            return available[:q]
+
+    try:
+        searcher = make_searcher("test_first_row", grid_pool(), CARD)
+        assert isinstance(searcher, FirstRow) and searcher.propose(2).tolist() == [0, 1]
+        with pytest.raises(TypeError, match="'test_first_row' is taken"):
+            type("Again", (Searcher,), {"name": "test_first_row"})
+    finally:
+        SEARCHERS.pop("test_first_row", None)

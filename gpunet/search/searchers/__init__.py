@@ -2,31 +2,25 @@
 
 A config is a mapping with `name` (one of `SEARCHERS`) plus that searcher's knobs, as in
 conf/searcher/<name>.yaml; e.g. `make_searcher(cfg.searcher, pool, cardinalities, seed=cfg.seed)`.
+A searcher is a `Searcher` subclass with a `name` in a module of this package: importing the
+package imports every module, and the subclass registers itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import pkgutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gpunet.search.searchers.base import Searcher
-from gpunet.search.searchers.bo import BOSearcher
-from gpunet.search.searchers.evolution import EvolutionSearcher
-from gpunet.search.searchers.lamcts import LAMCTSSearcher
-from gpunet.search.searchers.local_search import LocalSearchSearcher
-from gpunet.search.searchers.random_search import RandomSearcher
-from gpunet.search.searchers.regularized_evolution import RegularizedEvolutionSearcher
-from gpunet.search.searchers.tpe import TPESearcher
+from gpunet.search.searchers.base import SEARCHERS, Searcher
 
-SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls
-    for cls in (RandomSearcher, BOSearcher, LAMCTSSearcher, EvolutionSearcher)
-    + (TPESearcher, RegularizedEvolutionSearcher, LocalSearchSearcher)  # external baselines
-}
+for _module in pkgutil.iter_modules(__path__):  # each module's searchers register themselves
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def make_searcher(

@@ -52,10 +52,23 @@ def settings_from_knobs(knobs: Mapping[str, Any], *kinds: type) -> list[Any]:
     return built
 
 
+SEARCHERS: dict[str, type[Searcher]] = {}  # by `name`: every subclass that sets one
+
+
 class Searcher(ABC):
-    """Maximise a black-box value over the rows of `pool` by ask (`propose`) / tell (`observe`)."""
+    """Maximise a black-box value over the rows of `pool` by ask (`propose`) / tell (`observe`).
+
+    A subclass that sets `name` registers itself: a new searcher is one module in this package
+    (imported by the package) and one conf/searcher/<name>.yaml."""
 
     name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            if cls.name in SEARCHERS:
+                raise TypeError(f"searcher name {cls.name!r} is taken by {SEARCHERS[cls.name]}")
+            SEARCHERS[cls.name] = cls
 
     def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0, **knobs: Any) -> None:
         settings_from_knobs(knobs)  # this base takes no knobs: reject any
