@@ -46,12 +46,14 @@ TOP_FRACTION = 0.01
 
 def run_one(bench: TabularBenchmark, searcher_cfg: dict, seed: int, q: int, budget: int) -> dict[str, Any]:
     """One search: the rows evaluated and their (noisy) values, in order, and its wall time."""
-    searcher = make_searcher(searcher_cfg, bench.pool, bench.cardinalities, seed)
+    searcher = make_searcher(searcher_cfg, bench.pool, bench.cardinalities, seed, budget=budget)
     indices, values, trace, seconds = drive(
         searcher, lambda idx, first: bench.evaluate(idx, seed, first), budget, q
     )
     modes = Counter(d.get("mode", "none") for d in trace)
-    return {"indices": indices, "values": values, "seconds": seconds, "modes": dict(modes)}
+    proposers = Counter(p for d in trace for p in d["proposers"])
+    return {"indices": indices, "values": values, "seconds": seconds, "modes": dict(modes),
+            "proposers": dict(proposers)}
 
 
 def incumbent_regret(run: dict, bench: TabularBenchmark) -> np.ndarray:

@@ -34,7 +34,7 @@ def time_searcher(name: str, pool: np.ndarray, card: np.ndarray, args) -> dict:
     """Median/max seconds per propose(q) after `args.observations` observations."""
     cfg = group_choice("searcher", name)
     objective = make_objective("ackley", card)
-    searcher = make_searcher(cfg, pool, card, seed=0)
+    searcher = make_searcher(cfg, pool, card, seed=0, budget=args.observations + args.repeats + 1)
     start = np.random.default_rng(0).choice(len(pool), size=args.observations, replace=False)
     searcher.observe(start, objective(pool[start]))
     seconds, diagnostics = [], []

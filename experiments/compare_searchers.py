@@ -103,7 +103,7 @@ def run_one(
 ) -> dict[str, Any]:
     """One search: best-so-far after each evaluation, wall time and what the searcher did."""
     objective = make_objective(objective_cfg, card)
-    searcher = make_searcher(searcher_cfg, pool, card, seed)
+    searcher = make_searcher(searcher_cfg, pool, card, seed, budget=budget)
     _, values, trace, seconds = drive(searcher, lambda idx, first: objective(pool[idx]), budget, q)
     out: dict[str, Any] = {
         "best_so_far": np.maximum.accumulate(values).tolist(),
@@ -136,7 +136,7 @@ def drive(
     start = time.perf_counter()
     while searcher.n_observed < budget:
         idx = searcher.propose(min(q, budget - searcher.n_observed))
-        trace.append(dict(searcher.diagnostics))
+        trace.append({**searcher.diagnostics, "proposers": list(searcher.proposers)})
         batch = np.asarray(evaluate(idx, searcher.n_observed), dtype=float)
         searcher.observe(idx, batch)
         indices += idx.tolist()

@@ -217,7 +217,8 @@ def _searcher_and_objective(cfg: DictConfig) -> list[str]:
     card = space_from_config(cfg.search_space).cardinalities
     try:
         make_searcher(OmegaConf.to_container(cfg.searcher, resolve=True),
-                      np.zeros((1, len(card)), dtype=np.int16), card, int(cfg.seed))
+                      np.zeros((1, len(card)), dtype=np.int16), card, int(cfg.seed),
+                      budget=int(cfg.search.n_trials))  # n_init: auto scales to it
     except (ValueError, TypeError) as err:
         problems.append(f"searcher={cfg.searcher.get('name')}: {err}")
     objective = OmegaConf.to_container(cfg.objective, resolve=True)

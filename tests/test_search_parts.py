@@ -139,8 +139,10 @@ def compose_search(*overrides: str):
 
 @pytest.mark.parametrize(("overrides", "batch"), [
     # submitit_slurm runs 256 array tasks at once: capped so the model picks most trials
-    (["hydra/launcher=submitit_slurm", "search.n_trials=200"], 20),  # lamcts_bo's n_init
-    (["hydra/launcher=submitit_slurm", "search.n_trials=40"], 10),  # a quarter of the trials
+    (["hydra/launcher=submitit_slurm", "search.n_trials=200"], 7),  # n_init: auto at 200 trials
+    (["hydra/launcher=submitit_slurm", "search.n_trials=200", "searcher.n_init=20"], 20),
+    (["hydra/launcher=submitit_slurm", "search.n_trials=40", "searcher.n_init=20"],
+     10),  # a quarter of the trials
     (["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=4"], 2),  # 8 trials / 4
     (["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=4",
       "search.n_trials=100"], 4),
@@ -149,11 +151,15 @@ def compose_search(*overrides: str):
     (["search.n_trials=100"], 1),  # the basic launcher runs one job at a time
     (["hydra/launcher=submitit_slurm", "search.batch_size=64"], 64),  # the user's choice wins
     # Ray: the cluster's CPUs (or GPUs, when jobs take GPUs) over each job's
-    (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_cpus=6", "search.n_trials=100"], 6),
+    # (searcher=random: no random start caps these; lamcts_bo's auto n_init at 100 trials is 5)
+    (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_cpus=6", "search.n_trials=100",
+      "searcher=random"], 6),
     (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_cpus=6",
       "hydra.launcher.ray.remote.num_cpus=2", "search.n_trials=100"], 3),
     (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_gpus=8",
-      "hydra.launcher.ray.remote.num_gpus=1", "search.n_trials=100"], 8),
+      "hydra.launcher.ray.remote.num_gpus=1", "search.n_trials=100", "searcher=random"], 8),
+    (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_gpus=8",
+      "hydra.launcher.ray.remote.num_gpus=1", "search.n_trials=100"], 5),
     (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_gpus=8",
       "hydra.launcher.ray.remote.num_gpus=1"], 2),  # 8 trials / 4
 ])

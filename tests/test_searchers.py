@@ -369,7 +369,7 @@ def test_a_searcher_subclass_with_a_name_registers_itself():
         name = "test_first_row"
 
         def _select(self, q, available, rng):
-            return available[:q]
+            return available[:q], "model"
 
     try:
         searcher = make_searcher("test_first_row", grid_pool(), CARD)

@@ -30,6 +30,9 @@ class Trial:
     encoding: list[int]
     est_latency_ms: float
     pool_index: int | None = None  # the candidate's row in the tier pool (None: not from the pool)
+    # who proposed it (searchers/base.py PROPOSERS: random_start, model, fallback, random); None
+    # in journals written before it was recorded. A trial that runs again keeps its proposer.
+    proposer: str | None = None
     status: str = "running"
     value: float | None = None
     curve: list[float] = field(default_factory=list)

@@ -155,7 +155,8 @@ class _SearchRun:
         self.cfg, self.overrides, self.search_dir = cfg, list(overrides), search_dir
         self.pool, self.journal = pool, journal
         space = space_from_config(cfg.search_space)
-        self.searcher = make_searcher(cfg.searcher, pool.encodings, space.cardinalities, int(cfg.seed))
+        self.searcher = make_searcher(cfg.searcher, pool.encodings, space.cardinalities, int(cfg.seed),
+                                      budget=int(cfg.search.n_trials))  # resolves n_init: auto
         for trial in journal.finished_in_order():
             self.searcher.observe([pool.row_of(trial)], [trial.observed_value])
         self.trials = journal.load()
@@ -180,11 +181,15 @@ class _SearchRun:
         return [t for t in self.trials.values() if not t.finished and t.status == "running"]
 
     def propose(self, q: int) -> list[Trial]:
-        """Up to q new trials chosen by the searcher (none when the pool is exhausted); they get
-        their numbers when they start, so trials proposed ahead never share one."""
-        chosen = self.searcher.propose(q) if q > 0 else []
+        """Up to q new trials chosen by the searcher (none when the pool is exhausted), each with
+        who proposed it; they get their numbers when they start, so trials proposed ahead never
+        share one."""
+        if q <= 0:
+            return []
+        chosen = self.searcher.propose(q)
         return [Trial(-1, -1, self.pool.encodings[idx].tolist(), float(self.pool.latencies_ms[idx]),
-                      pool_index=int(idx)) for idx in chosen]
+                      pool_index=int(idx), proposer=by)
+                for idx, by in zip(chosen, self.searcher.proposers, strict=True)]
 
     def start(self, batch: list[Trial]) -> list[list[str]]:
         """Number the new trials, give every trial a job number, journal them as running; returns

@@ -1,10 +1,10 @@
 """What a search says when it ends: a summary of the search, or after Ctrl-C how to resume it.
 
 The summary is printed to the console and written to `summary.txt` in the search's directory:
-the trials by status, the best network (its value at full precision, estimated and measured
-latency, params), where best.yaml, results.csv and the plots are, and what happened in the model
-hub (added, replaced or kept, and why). A grid prints one per search, then where its comparison
-is.
+the trials by status, who proposed them (how many the searcher's model chose), the best network
+(its value at full precision, estimated and measured latency, params), where best.yaml,
+results.csv and the plots are, and what happened in the model hub (added, replaced or kept, and
+why). A grid prints one per search, then where its comparison is.
 
 Ctrl-C in the sweeper prints one line (how many trials finished, how many were in flight, and
 that re-running the same command resumes from the journal) and exits with 130, without a
@@ -41,6 +41,23 @@ def status_counts(trials: list[Trial]) -> dict[str, int]:
     return counts
 
 
+_PROPOSER_WORDS = {"model": "by the model", "random_start": "random start", "fallback": "fallback",
+                   "random": "random", None: "not recorded"}
+
+
+def proposer_line(trials: list[Trial]) -> str | None:
+    """How many trials each proposer chose, the model first ("8 trials: 5 by the model, 3 random
+    start"); None when no trial recorded one (a journal older than the record)."""
+    if all(t.proposer is None for t in trials):
+        return None
+    counts: dict[str | None, int] = {}
+    for trial in trials:
+        counts[trial.proposer] = counts.get(trial.proposer, 0) + 1
+    order = sorted(counts, key=lambda p: list(_PROPOSER_WORDS).index(p) if p in _PROPOSER_WORDS else 99)
+    return f"{len(trials)} trials: " + ", ".join(
+        f"{counts[p]} {_PROPOSER_WORDS.get(p, p)}" for p in order)
+
+
 def hub_line(best: dict[str, Any] | None, *, objective: str, trains: bool, hub_add: bool,
              update: Any = None, stopped: str | None = None) -> str:
     """What happened in the model hub: `update` is add_search_result's answer, when it ran;
@@ -74,6 +91,9 @@ def format_summary(search_dir: Path, trials: list[Trial], n_trials: int, metric:
              f"  trials: {finished} of {n_trials} finished: {counts['completed']} "
              f"completed, {counts['pruned']} pruned, {counts['failed']} failed"
              + (f" ({counts['running']} interrupted)" if counts["running"] else "")]
+    proposers = proposer_line(trials)
+    if proposers is not None:
+        lines.append(f"  proposed: {proposers}")
     if best is None:
         lines.append("  best: none (no trial finished with a value)")
     else:

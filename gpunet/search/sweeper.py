@@ -63,7 +63,9 @@ def choose_batch_size(cfg: DictConfig) -> tuple[int, str]:
     workers = launcher_parallelism(cfg.hydra.launcher)
     caps = {"a quarter of search.n_trials": max(1, n_trials // 4)}
     if cfg.searcher.get("n_init") is not None:
-        caps["searcher.n_init"] = max(1, int(cfg.searcher.n_init))
+        from gpunet.search.searchers import resolve_n_init
+
+        caps["searcher.n_init"] = max(1, int(resolve_n_init(cfg.searcher.n_init, n_trials)))
     cap_name, cap = min(caps.items(), key=lambda item: item[1])
     if workers <= cap:
         return workers, f"the launcher runs {workers} job(s) at once"

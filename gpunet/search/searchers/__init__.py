@@ -1,7 +1,8 @@
 """Searchers: ask/tell optimisers over a pool of encodings, built by name or from a Hydra config.
 
 A config is a mapping with `name` (one of `SEARCHERS`) plus that searcher's knobs, as in
-conf/searcher/<name>.yaml; e.g. `make_searcher(cfg.searcher, pool, cardinalities, seed=cfg.seed)`.
+conf/searcher/<name>.yaml; e.g. `make_searcher(cfg.searcher, pool, cardinalities, seed=cfg.seed,
+budget=cfg.search.n_trials)`. The budget resolves `n_init: auto` (`auto_n_init`).
 A searcher is a `Searcher` subclass with a `name` in a module of this package: importing the
 package imports every module, and the subclass registers itself.
 """
@@ -17,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from gpunet.search.searchers.base import SEARCHERS, Searcher
+from gpunet.search.searchers.base import (
+    PROPOSERS,
+    SEARCHERS,
+    Searcher,
+    auto_n_init,
+    resolve_n_init,
+)
 
 for _module in pkgutil.iter_modules(__path__):  # each module's searchers register themselves
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -28,8 +35,10 @@ def make_searcher(
     pool: np.ndarray,
     cardinalities: np.ndarray,
     seed: int = 0,
+    budget: int | None = None,
 ) -> Searcher:
-    """Build a searcher from its name (default knobs) or a config mapping (name + knobs)."""
+    """Build a searcher from its name (default knobs) or a config mapping (name + knobs);
+    `budget` (the evaluations the search will spend) resolves `n_init: auto`."""
     if isinstance(name_or_cfg, str):
         name, knobs = name_or_cfg, {}
     else:
@@ -37,7 +46,7 @@ def make_searcher(
         name = knobs.pop("name", None)
     if name not in SEARCHERS:
         raise ValueError(f"unknown searcher {name!r}; choose one of {sorted(SEARCHERS)}")
-    return SEARCHERS[name](pool, cardinalities, seed, **knobs)
+    return SEARCHERS[name](pool, cardinalities, seed, budget, **knobs)
 
 
 def code_digest() -> str:
@@ -49,4 +58,5 @@ def code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-__all__ = ["SEARCHERS", "Searcher", "code_digest", "make_searcher"]
+__all__ = ["PROPOSERS", "SEARCHERS", "Searcher", "auto_n_init", "code_digest", "make_searcher",
+           "resolve_n_init"]

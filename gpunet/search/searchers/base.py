@@ -5,18 +5,56 @@ failed. Its randomness for a propose call is derived from (seed, observation his
 pending count), never from a generator advanced by earlier proposals, so a searcher rebuilt from
 the same pool, config, seed and replayed history proposes the same next batch (resume depends on
 it).
+
+Every proposed row says who chose it (`Searcher.proposers`, parallel to what `propose` returned),
+one of `PROPOSERS`: the search journals it per trial, so the share the model chose can be checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from gpunet.space.encoding import check_encodings
+
+# Who proposed a row (a small fixed vocabulary, journaled per trial and counted in the summary):
+RANDOM_START = "random_start"  # the searcher's random start (before its model exists, or a restart)
+MODEL = "model"  # its own rule: the GP's acquisition (inside the tree's region), an evolved or
+#                  TPE-sampled encoding that is itself a free pool row, a local-search neighbour
+FALLBACK = "fallback"  # its rule could not apply and a stand-in chose: random after a failed fit,
+#                        an ancestor region, the nearest free row to a sample that was taken, the
+#                        random fill of a batch, or the pool's last rows
+RANDOM = "random"  # the random searcher: uniform by design
+PROPOSERS = (RANDOM_START, MODEL, FALLBACK, RANDOM)
+Selection = tuple[np.ndarray, str | Sequence[str]]  # rows, and who chose them (one or per row)
+
+# `n_init: auto`: the random start scaled to the budget, sqrt-shaped so its share shrinks as the
+# budget grows: clamp(round(N_INIT_SCALE * sqrt(budget)), N_INIT_MIN, N_INIT_MAX), e.g. 4 random
+# of 8 or 24 trials, 6 of 150, 10 of 400, 20 from 1,600 (experiments/results/nas_macro.md); with
+# no budget given (an open-ended search) the cap, N_INIT_MAX.
+AUTO = "auto"
+N_INIT_SCALE, N_INIT_MIN, N_INIT_MAX = 0.5, 4, 20
+
+
+def auto_n_init(budget: int) -> int:
+    """The random start for a search of `budget` evaluations (the `n_init: auto` rule)."""
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 1:
+        raise ValueError(f"budget is {budget!r}; it must be an integer >= 1")
+    return int(min(max(round(N_INIT_SCALE * math.sqrt(budget)), N_INIT_MIN), N_INIT_MAX))
+
+
+def resolve_n_init(value: Any, budget: int | None) -> Any:
+    """`n_init` as a searcher uses it: `auto` becomes `auto_n_init(budget)` (N_INIT_MAX without
+    a budget); anything else (an explicit integer wins) is returned as given, for the settings'
+    own check."""
+    if value != AUTO:
+        return value
+    return N_INIT_MAX if budget is None else auto_n_init(budget)
 
 
 def check_pool(pool: np.ndarray, cardinalities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,18 +108,22 @@ class Searcher(ABC):
                 raise TypeError(f"searcher name {cls.name!r} is taken by {SEARCHERS[cls.name]}")
             SEARCHERS[cls.name] = cls
 
-    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0, **knobs: Any) -> None:
+    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0,
+                 budget: int | None = None, **knobs: Any) -> None:
+        """`budget`: the evaluations the search will spend, if known (it scales `n_init: auto`)."""
         settings_from_knobs(knobs)  # this base takes no knobs: reject any
         self.pool, self.cardinalities = check_pool(pool, cardinalities)
         if int(seed) < 0:
             raise ValueError(f"seed is {seed}; it must be a non-negative integer")
         self.seed = int(seed)
+        self.budget = budget
         n = self.pool.shape[0]
         self._blocked = np.zeros(n, dtype=bool)  # observed, pending or failed: never proposed
         self._pending = np.zeros(n, dtype=bool)
         self._failed = np.zeros(n, dtype=bool)
         self._history: list[tuple[int, float]] = []  # every observation, failures included
         self.diagnostics: dict[str, Any] = {}  # what the last propose did (for experiments)
+        self.proposers: list[str] = []  # who chose each row of the last propose (PROPOSERS)
 
     # ---- state -------------------------------------------------------------------------------
     @property
@@ -127,15 +169,21 @@ class Searcher(ABC):
 
     # ---- ask / tell --------------------------------------------------------------------------
     def propose(self, q: int) -> np.ndarray:
-        """Up to q distinct proposable pool indices (int64); fewer only when fewer remain."""
+        """Up to q distinct proposable pool indices (int64); fewer only when fewer remain.
+        `proposers` then says who chose each of them."""
         if isinstance(q, bool) or not isinstance(q, int | np.integer) or q < 0:
             raise ValueError(f"q is {q!r}; it must be a non-negative integer")
         available = np.flatnonzero(~self._blocked)
-        if available.size <= q:
-            chosen = available
+        if available.size <= q:  # the pool's last rows: no choice was made
+            chosen, by = available, FALLBACK
         else:
             self.diagnostics = {}
-            chosen = np.asarray(self._select(int(q), available, self._rng()), dtype=np.int64)
+            chosen, by = self._select(int(q), available, self._rng())
+            chosen = np.asarray(chosen, dtype=np.int64)
+        self.proposers = [by] * chosen.size if isinstance(by, str) else list(by)
+        if len(self.proposers) != chosen.size or not set(self.proposers) <= set(PROPOSERS):
+            raise ValueError(f"{type(self).__name__} named proposers {self.proposers} for "
+                             f"{chosen.size} rows; expected one of {PROPOSERS} per row")
         self._pending[chosen] = True
         self._blocked[chosen] = True
         return chosen.astype(np.int64, copy=False)
@@ -167,8 +215,9 @@ class Searcher(ABC):
 
     # ---- for subclasses ----------------------------------------------------------------------
     @abstractmethod
-    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Choose q distinct members of `available` (sorted pool indices, more than q of them)."""
+    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> Selection:
+        """Choose q distinct members of `available` (sorted pool indices, more than q of them),
+        and say who chose them: one of `PROPOSERS` for all, or one per row."""
 
     def _rng(self) -> np.random.Generator:
         """This propose call's generator: a pure function of seed and history, not of calls."""

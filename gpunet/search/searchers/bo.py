@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
 
-from gpunet.search.searchers.base import Searcher, settings_from_knobs
+from gpunet.search.searchers.base import (
+    FALLBACK,
+    MODEL,
+    RANDOM_START,
+    Searcher,
+    Selection,
+    resolve_n_init,
+    settings_from_knobs,
+)
 from gpunet.search.searchers.gp import (
     GPSettings,
     Hyperparameters,
@@ -21,9 +30,11 @@ from gpunet.search.searchers.gp import (
 class BOSearcher(Searcher):
     """Random pool members until `n_init` values are known, then GP-qLogNEI batches.
 
-    Knobs are the fields of `GPSettings`. GP hyper-parameters are fitted on the history as it
-    stood at the last multiple of `refit_every` observations (a function of the history, so a
-    replayed searcher refits identically) and reused, with all current data, until the next.
+    Knobs are the fields of `GPSettings`; `n_init: auto` is resolved here from the budget
+    (`resolve_n_init`), so `self.gp.n_init` is the integer in use. GP hyper-parameters are
+    fitted on the history as it stood at the last multiple of `refit_every` observations (a
+    function of the history, so a replayed searcher refits identically) and reused, with all
+    current data, until the next.
     Falls back to uniform choice among the candidates when the values carry no information
     (all equal) or the GP cannot be fitted; `diagnostics["mode"]` says which happened.
     """
@@ -31,12 +42,14 @@ class BOSearcher(Searcher):
     name = "bo"
     extra_settings: ClassVar[tuple[type, ...]] = ()  # subclasses' knob groups beyond the GP's
 
-    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0, **knobs: Any) -> None:
-        super().__init__(pool, cardinalities, seed)
-        self.gp, *self.extra = settings_from_knobs(knobs, GPSettings, *self.extra_settings)
+    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0,
+                 budget: int | None = None, **knobs: Any) -> None:
+        super().__init__(pool, cardinalities, seed, budget)
+        gp, *self.extra = settings_from_knobs(knobs, GPSettings, *self.extra_settings)
+        self.gp = dataclasses.replace(gp, n_init=resolve_n_init(gp.n_init, self.budget))
         self._fitted: tuple[int, Hyperparameters | None] | None = None  # (history length, fit)
 
-    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> Selection:
         return self._choose_by_gp(q, available, rng)
 
     def _training_set(self, upto: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -60,16 +73,19 @@ class BOSearcher(Searcher):
             self._fitted = (anchor, fit)
         return self._fitted[1]
 
-    def _choose_by_gp(self, q: int, candidates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """q of `candidates` (at least q proposable pool indices) chosen by the GP step."""
+    def _choose_by_gp(
+        self, q: int, candidates: np.ndarray, rng: np.random.Generator, by: str = MODEL
+    ) -> Selection:
+        """q of `candidates` (at least q proposable pool indices) chosen by the GP step; `by`
+        names who chose the candidates (the model, or a fallback region) when the GP decides."""
         if candidates.size == q:
             self.diagnostics["mode"] = "whole-region"
-            return candidates
+            return candidates, by
         data = self._training_set()
         if data is None:
             few = len(self.observed()[0]) < self.gp.n_init
             self.diagnostics["mode"] = "random-init" if few else "random-flat"
-            return rng.choice(candidates, size=q, replace=False)
+            return rng.choice(candidates, size=q, replace=False), RANDOM_START if few else FALLBACK
         n_scored = max(self.gp.n_candidates, q)
         if candidates.size > n_scored:
             candidates = np.sort(rng.choice(candidates, size=n_scored, replace=False))
@@ -77,11 +93,11 @@ class BOSearcher(Searcher):
         distinct = candidates[np.sort(first)]
         if distinct.size <= q:  # identical encodings: the GP cannot tell them apart
             self.diagnostics["mode"] = "random-duplicates"
-            return rng.choice(candidates, size=q, replace=False)
+            return rng.choice(candidates, size=q, replace=False), FALLBACK
         hyperparameters = self._hyperparameters()
         if hyperparameters is None:
             self.diagnostics["mode"] = "random-fit-failed"
-            return rng.choice(distinct, size=q, replace=False)
+            return rng.choice(distinct, size=q, replace=False), FALLBACK
         positions = select_batch(
             build_gp(*data, hyperparameters),
             normalise(self.pool[distinct], self.cardinalities),
@@ -91,4 +107,4 @@ class BOSearcher(Searcher):
             seed=int(rng.integers(2**31)),
         )
         self.diagnostics.update(mode="gp", n_train=len(data[1]), n_candidates=distinct.size)
-        return distinct[positions]
+        return distinct[positions], by

@@ -7,7 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from gpunet.search.searchers.base import Searcher, require_ints, settings_from_knobs
+from gpunet.search.searchers.base import (
+    FALLBACK,
+    MODEL,
+    RANDOM_START,
+    Searcher,
+    Selection,
+    require_ints,
+    settings_from_knobs,
+)
 
 
 @dataclass(frozen=True)
@@ -32,13 +40,15 @@ class EvolutionSearcher(Searcher):
     The population is the last `population_size` finite observations (the oldest dies). A child
     copies the best of `sample_size` random population members and changes one random digit;
     since the child must be a pool member, the proposal is the proposable pool row nearest to it
-    (fewest differing digits, ties broken at random) — the child itself when it is in the pool.
+    (fewest differing digits, ties broken at random) — the child itself when it is in the pool
+    (its proposer is then `model`; a stand-in at a distance is `fallback`).
     """
 
     name = "evolution"
 
-    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0, **knobs: Any) -> None:
-        super().__init__(pool, cardinalities, seed)
+    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0,
+                 budget: int | None = None, **knobs: Any) -> None:
+        super().__init__(pool, cardinalities, seed, budget)
         (self.evolution,) = settings_from_knobs(knobs, EvolutionSettings)
 
     def _population(self) -> tuple[np.ndarray, np.ndarray]:
@@ -47,11 +57,11 @@ class EvolutionSearcher(Searcher):
         recent = finite[-self.evolution.population_size :]
         return np.array([i for i, _ in recent], dtype=np.int64), np.array([v for _, v in recent])
 
-    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> Selection:
         members, values = self._population()
         if members.size < self.evolution.population_size:
             self.diagnostics["mode"] = "random-init"
-            return rng.choice(available, size=q, replace=False)
+            return rng.choice(available, size=q, replace=False), RANDOM_START
         mutable = np.flatnonzero(self.cardinalities > 1)
         free = ~self._blocked
         chosen, distances = [], []
@@ -70,4 +80,4 @@ class EvolutionSearcher(Searcher):
             chosen.append(pick)
             distances.append(int(distance[pick]))
         self.diagnostics.update(mode="evolve", mean_distance=float(np.mean(distances)))
-        return np.array(chosen, dtype=np.int64)
+        return np.array(chosen, dtype=np.int64), [MODEL if d == 0 else FALLBACK for d in distances]

@@ -22,7 +22,7 @@ from botorch.optim import optimize_acqf_discrete
 from botorch.sampling import SobolQMCNormalSampler
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from gpunet.search.searchers.base import require_ints
+from gpunet.search.searchers.base import AUTO, require_ints
 
 Hyperparameters = dict[str, torch.Tensor]
 
@@ -31,7 +31,7 @@ Hyperparameters = dict[str, torch.Tensor]
 class GPSettings:
     """Knobs of the GP step (see conf/searcher/bo.yaml for what each one trades)."""
 
-    n_init: int = 20
+    n_init: int | str = "auto"  # resolved by the searcher (base.resolve_n_init)
     max_train: int = 128
     fit_maxiter: int = 30
     refit_every: int = 8
@@ -42,7 +42,7 @@ class GPSettings:
         require_ints(
             self,
             {
-                "n_init": 1,
+                **({} if self.n_init == AUTO else {"n_init": 1}),
                 "max_train": 2,
                 "fit_maxiter": 1,
                 "refit_every": 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpunet.search.searchers.base import FALLBACK, MODEL, Selection
 from gpunet.search.searchers.bo import BOSearcher
 from gpunet.search.searchers.gp import normalise
 from gpunet.search.searchers.partition import PartitionSettings, Step, depth_reached, select_path
@@ -18,7 +19,7 @@ class LAMCTSSearcher(BOSearcher):
     (a random sample of at most `max_scan` pool rows is scanned, vectorised, stopping once
     `n_candidates` (or q) are found), and let the GP choose the batch among them. If the leaf's
     region holds fewer than q proposable members, the region of the deepest ancestor on the
-    path that holds q is used instead (at the root: the whole pool).
+    path that holds q is used instead (at the root: the whole pool): its rows are `fallback`.
     """
 
     name = "lamcts_bo"
@@ -28,14 +29,16 @@ class LAMCTSSearcher(BOSearcher):
     def partition(self) -> PartitionSettings:
         return self.extra[0]
 
-    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> Selection:
         idx, values = self.observed()
         if idx.size < self.gp.n_init or np.ptp(values) == 0:
             return self._choose_by_gp(q, available, rng)  # random, and says why
         scaled = (values - values.min()) / np.ptp(values)
         x = normalise(self.pool[idx], self.cardinalities)
         path = select_path(x, scaled, self.partition, seed=int(rng.integers(2**31)))
-        return self._choose_by_gp(q, self._region(path, available, q, rng), rng)
+        region = self._region(path, available, q, rng)
+        in_leaf = self.diagnostics["level_used"] == len(path)  # else an ancestor's region
+        return self._choose_by_gp(q, region, rng, MODEL if in_leaf else FALLBACK)
 
     def _region(
         self, path: list[Step], available: np.ndarray, q: int, rng: np.random.Generator

@@ -12,8 +12,9 @@ have any, and the search becomes a sequence of random restarts.
 The state (centre, the run's random start, the best neighbour of the sweep) is replayed from the
 observation history at each propose, so a searcher rebuilt from a journal resumes exactly.
 Batches (q > 1) take q neighbours of the centre at once; slots the centre's remaining
-neighbours cannot fill, and every slot while a random start is being collected, are random pool
-rows (an observation that is no neighbour of the centre is ignored by the walk).
+neighbours cannot fill (proposer `fallback`), and every slot while a random start is being
+collected (`random_start`), are random pool rows (an observation that is no neighbour of the
+centre is ignored by the walk). Neighbours of the centre are the searcher's `model` choice.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from gpunet.search.searchers.base import Searcher, require_ints, settings_from_knobs
+from gpunet.search.searchers.base import (
+    FALLBACK,
+    MODEL,
+    RANDOM_START,
+    Searcher,
+    Selection,
+    require_ints,
+    settings_from_knobs,
+)
 from gpunet.search.searchers.neighbours import PoolNeighbours
 
 
@@ -45,8 +54,9 @@ class LocalSearchSearcher(Searcher):
 
     name = "local_search"
 
-    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0, **knobs: Any) -> None:
-        super().__init__(pool, cardinalities, seed)
+    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0,
+                 budget: int | None = None, **knobs: Any) -> None:
+        super().__init__(pool, cardinalities, seed, budget)
         (self.local,) = settings_from_knobs(knobs, LocalSearchSettings)
         self.neighbours = PoolNeighbours(self.pool, self.cardinalities)
 
@@ -80,7 +90,7 @@ class LocalSearchSearcher(Searcher):
     def _neighbour_set(self, row: int) -> set[int]:
         return set(self.neighbours.of(row)[0].tolist())
 
-    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> Selection:
         centre = self.centre()
         chosen = np.empty(0, dtype=np.int64)
         if centre is not None:
@@ -93,4 +103,5 @@ class LocalSearchSearcher(Searcher):
             centre=centre,
             random_fill=int(fill.size),
         )
-        return np.concatenate([chosen, fill]).astype(np.int64)
+        filler = RANDOM_START if centre is None else FALLBACK  # a (re)start, or the batch's rest
+        return np.concatenate([chosen, fill]).astype(np.int64), [MODEL] * chosen.size + [filler] * fill.size

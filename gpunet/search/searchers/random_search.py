@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpunet.search.searchers.base import Searcher
+from gpunet.search.searchers.base import RANDOM, Searcher, Selection
 
 
 class RandomSearcher(Searcher):
@@ -12,5 +12,5 @@ class RandomSearcher(Searcher):
 
     name = "random"
 
-    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return rng.choice(available, size=q, replace=False)
+    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> Selection:
+        return rng.choice(available, size=q, replace=False), RANDOM

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunet.search.searchers.base import FALLBACK, MODEL, Selection
 from gpunet.search.searchers.evolution import EvolutionSearcher
 from gpunet.search.searchers.neighbours import PoolNeighbours
 
@@ -33,28 +34,29 @@ class RegularizedEvolutionSearcher(EvolutionSearcher):
 
     name = "regularized_evolution"
 
-    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0, **knobs: Any) -> None:
-        super().__init__(pool, cardinalities, seed, **knobs)
+    def __init__(self, pool: np.ndarray, cardinalities: np.ndarray, seed: int = 0,
+                 budget: int | None = None, **knobs: Any) -> None:
+        super().__init__(pool, cardinalities, seed, budget, **knobs)
         self.neighbours = PoolNeighbours(self.pool, self.cardinalities)
         mutable = self.cardinalities > 1
         # probability of the published mutation landing on a neighbour that changes digit d
         self._digit_weight = np.where(mutable, 1.0 / np.maximum(self.cardinalities - 1, 1), 0.0)
 
-    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> Selection:
         members, values = self._population()
         if members.size < self.evolution.population_size:
             return super()._select(q, available, rng)  # the random initial population
         free = ~self._blocked
-        chosen, random_children = [], 0
+        chosen, by = [], []
         for _ in range(q):
             child = self._child(members, values, free, rng)
+            by.append(MODEL if child is not None else FALLBACK)
             if child is None:
-                random_children += 1
                 child = int(rng.choice(np.flatnonzero(free)))
             free[child] = False
             chosen.append(child)
-        self.diagnostics.update(mode="evolve", random_children=random_children)
-        return np.array(chosen, dtype=np.int64)
+        self.diagnostics.update(mode="evolve", random_children=by.count(FALLBACK))
+        return np.array(chosen, dtype=np.int64), by
 
     def _child(
         self, members: np.ndarray, values: np.ndarray, free: np.ndarray, rng: np.random.Generator

@@ -16,17 +16,21 @@ sampler's seed is drawn from the call's generator). Failed rows are left out (TP
 trials); pending rows too (with `constant_liar=False`, TPE ignores running trials). A batch
 (q > 1) is q asks from the same study, as Optuna's default behaves with parallel workers.
 `diagnostics["mean_distance"]` is the mean Hamming distance from TPE's samples to the rows used.
+Proposers: `random_start` while the study has fewer completed trials than the sampler's
+`n_startup_trials` (TPE samples at random then), else `model` for a sample that is itself a
+proposable pool row and `fallback` for its nearest stand-in.
 
 Needs the optional dependency `optuna` (`pip install gpunet[bench]`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import numpy as np
 
-from gpunet.search.searchers.base import Searcher
+from gpunet.search.searchers.base import FALLBACK, MODEL, RANDOM_START, Searcher, Selection
 
 
 class TPESearcher(Searcher):
@@ -34,7 +38,7 @@ class TPESearcher(Searcher):
 
     name = "tpe"
 
-    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _select(self, q: int, available: np.ndarray, rng: np.random.Generator) -> Selection:
         try:
             import optuna
         except ImportError as err:
@@ -74,4 +78,7 @@ class TPESearcher(Searcher):
         finally:
             optuna.logging.set_verbosity(previous)
         self.diagnostics.update(mode="tpe", mean_distance=float(np.mean(distances)))
-        return np.array(chosen, dtype=np.int64)
+        startup = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
+        if idx.size < startup:
+            return np.array(chosen, dtype=np.int64), RANDOM_START
+        return np.array(chosen, dtype=np.int64), [MODEL if d == 0 else FALLBACK for d in distances]
