@@ -186,13 +186,18 @@ def test_the_summary_counts_the_proposers() -> None:
     assert proposer_line([Trial(0, 0, [0], 1.0)]) is None  # an older journal: no line
 
 
+@pytest.mark.e2e  # the app in a subprocess
 def test_a_search_journals_its_proposers_and_writes_them_to_results_csv(shared, tmp_path) -> None:
     """The app with lamcts_bo's default random start (auto: 4 of 8 trials), on a synthetic
     objective: the journal, results.csv and the summary say who proposed each trial."""
     sweep = tmp_path / "s"
-    out = run(search_cmd(shared, sweep, "searcher=lamcts_bo", "search.n_trials=8"), tmp_path)
+    cmd = search_cmd(shared, sweep, "searcher=lamcts_bo", "search.n_trials=8")
+    out = run(cmd, tmp_path)
     final = {t["number"]: t for t in journal(sweep)}
     by = [final[n]["proposer"] for n in sorted(final)]
     assert by == ["random_start"] * 4 + ["model"] * 4
     assert [r["proposer"] for r in results(sweep)] == by
     assert "  proposed: 8 trials: 4 by the model, 4 random start" in out.stdout
+    lines = len(journal(sweep))
+    again = run(cmd, tmp_path)  # the same command resumes (the identity keeps n_init: auto)
+    assert len(journal(sweep)) == lines and "  proposed: 8 trials: 4 by the model" in again.stdout
