@@ -14,6 +14,7 @@ from gpunet.paths import CONF_DIR
 from gpunet.train.callbacks import MedianThresholds, median_stop
 from gpunet.train.data import build_datamodule
 from gpunet.train.loggers import run_id, wandb_mode
+from gpunet.train.module import CandidateModule
 from gpunet.train.recipe import build_optimizer, build_scheduler, precision, scaled_lr
 
 GPUNET = OmegaConf.load(CONF_DIR / "recipe" / "gpunet.yaml")
@@ -63,6 +64,13 @@ def test_proxy_schedule_warms_up_per_update_within_the_run() -> None:
     assert 0 < mid_warmup < peak and opt.param_groups[0]["lr"] == pytest.approx(peak, rel=0.05)
     sched.step_update(20 * PROXY.epochs)
     assert opt.param_groups[0]["lr"] == pytest.approx(PROXY.min_lr, abs=1e-7)
+
+
+@pytest.mark.parametrize("recipe", [GPUNET, PROXY], ids=["gpunet", "proxy"])
+def test_every_batchnorm_of_the_candidate_has_the_recipes_momentum(recipe, small_spec) -> None:
+    model = CandidateModule(small_spec, 10, recipe).model
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and {m.momentum for m in norms} == {recipe.bn_momentum}
 
 
 def test_precision_comes_from_the_device_when_the_recipe_uses_amp() -> None:

@@ -21,6 +21,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from gpunet.models import build_model
+from gpunet.models.network import BN_MOMENTUM
 from gpunet.space.spec import NetworkSpec
 from gpunet.train.recipe import build_optimizer, build_scheduler
 
@@ -75,7 +76,9 @@ class CandidateModule(L.LightningModule):
                                    "recipe": OmegaConf.to_container(recipe, resolve=True)})
         self.recipe = recipe
         self.model = build_model(spec, num_classes=num_classes, drop_rate=recipe.drop,
-                                 drop_path_rate=recipe.drop_path)
+                                 drop_path_rate=recipe.drop_path,
+                                 # checkpoints written before the recipe had the key: timm's default
+                                 bn_momentum=recipe.get("bn_momentum", BN_MOMENTUM))
         self.ema = FrozenEma(self.model, recipe.ema_decay) if recipe.ema else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.smoothing)
         self.val_criterion = nn.CrossEntropyLoss()
