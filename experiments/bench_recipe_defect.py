@@ -18,9 +18,11 @@ BatchNorm momenta come from the same trainings, see ShadowStats):
     B="nice -n 10 python experiments/bench_recipe_defect.py"
     $B --variant lr0.24 recipe.lr=0.24 --candidates 0 2 5 --seeds 0 1
     $B --variant lr0.06 recipe.lr=0.06 --candidates 0 2 5 --seeds 0 1
+    $B --variant lr0.24 recipe.lr=0.24 --candidates 10 --seeds 0
+    $B --variant lr0.06 recipe.lr=0.06 --candidates 10 --seeds 0
     $B --variant lr0.24 recipe.lr=0.24 --epochs 3 --seeds 0 --candidates 1 4
     $B --variant lr0.06 recipe.lr=0.06 --epochs 3 --seeds 0 --candidates 1 4
-    $B --report lr0.06:0.5
+    $B --report lr0.06:0.7
 """
 
 from __future__ import annotations
