@@ -21,6 +21,7 @@ experiments/results/data_signal.{json,md,png} from whatever has finished.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
@@ -35,6 +36,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from gpunet.config import plain  # noqa: E402
 from gpunet.console import setup as setup_console  # noqa: E402
 from gpunet.files import save_figure, write_json, write_text  # noqa: E402
 from gpunet.paths import CONF_DIR  # noqa: E402
@@ -60,6 +62,14 @@ def config(dataset: str, seed: int, extra: list[str]) -> DictConfig:
                                             "trainer.enable_progress_bar=false", *extra])
 
 
+def training_key(dataset: str, extra: list[str]) -> str:
+    """A short hash of what a training depends on (recipe, data, trainer): a cached result of
+    another recipe is never mixed into a table (the run directories are named with it)."""
+    cfg = config(dataset, 0, extra)
+    parts = {key: plain(cfg[key]) for key in ("recipe", "data", "trainer")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def runs() -> list[tuple[int, int]]:
     """(candidate, seed): the 20 candidates at seed 0, then seeds 1.. of candidate 0; seeds first
     so that a partial run already has both spreads."""
@@ -80,10 +90,10 @@ def candidates(cfg: DictConfig, work: Path) -> tuple[list[list[int]], list[float
 
 
 def train(dataset: str, candidate: int, seed: int, work: Path, extra: list[str]) -> dict:
-    """One training, cached in work/<dataset>/c<candidate>-s<seed>/result.json."""
+    """One training, cached in work/<dataset>/c<candidate>-s<seed>-<training key>/result.json."""
     from gpunet.train.run import fit_candidate
 
-    run_dir = work / dataset / f"c{candidate:02d}-s{seed}"
+    run_dir = work / dataset / f"c{candidate:02d}-s{seed}-{training_key(dataset, extra)}"
     cached = run_dir / "result.json"
     if cached.is_file():
         return json.loads(cached.read_text())
@@ -130,8 +140,9 @@ def fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def report(work: Path) -> None:
-    per = {d: [json.loads(p.read_text()) for p in sorted((work / d).glob("c*-s*/result.json"))]
+def report(work: Path, extra: list[str]) -> None:
+    per = {d: [json.loads(p.read_text()) for p in
+               sorted((work / d).glob(f"c*-s*-{training_key(d, extra)}/result.json"))]
            for d in DATASETS}
     summary = {d: summarise(r) for d, r in per.items() if r}
     write_json(RESULTS / "data_signal.json", {
@@ -204,7 +215,7 @@ def main() -> None:
         for dataset in args.datasets:
             for candidate, seed in runs():
                 train(dataset, candidate, seed, args.work, args.overrides)
-    report(args.work)
+    report(args.work, args.overrides)
 
 
 if __name__ == "__main__":
