@@ -196,7 +196,6 @@ def plot(per: dict[str, list[dict]], summary: dict[str, dict]) -> None:
     fig.suptitle("Spread across tier candidates vs across seeds (1 ms tier, proxy recipe)")
     fig.tight_layout()
     save_figure(fig, RESULTS / "data_signal.png")
-    plt.close(fig)
 
 
 def main() -> None:

@@ -230,7 +230,6 @@ def report(work: Path, fix: str) -> None:
     fig.suptitle("Proxy recipe on digits: validation top-1 per epoch before / after the fix")
     fig.tight_layout()
     save_figure(fig, RESULTS / "recipe_defect_curves.png")
-    plt.close(fig)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for variant, color in ((BEFORE, "C3"), (fix_variant, "C2")):
         for r in runs.get(variant, []):
@@ -245,7 +244,6 @@ def report(work: Path, fix: str) -> None:
     axes[0].legend(fontsize=8), axes[1].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, RESULTS / "recipe_defect_steps.png")
-    plt.close(fig)
 
 
 def main() -> None:
