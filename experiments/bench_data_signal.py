@@ -49,10 +49,8 @@ RESULTS = ROOT / "experiments" / "results"
 N_CANDIDATES, N_SEEDS, PICK_SEED = 20, 3, 0
 FAIL_TOP1 = 0.2  # best top-1 below this (chance: 0.1) = did not learn
 TARGET_RATIO = 3.0
-# Per dataset, the data overrides of the measurement. Fashion-MNIST: 150 training images per class
-# (1,500, the cost of digits' 1,437 per epoch) and all 2,000 validation images of the subset.
-DATASETS = {"digits": ["data=digits"],
-            "fashion_mnist": ["data=fashion_mnist", "data.train_per_class=150"]}
+# Per dataset, the data overrides of the measurement: each as the default run would train on it.
+DATASETS = {"digits": ["data=digits"], "fashion_mnist": ["data=fashion_mnist"]}
 
 
 def config(dataset: str, seed: int, extra: list[str]) -> DictConfig:
@@ -89,14 +87,16 @@ def candidates(cfg: DictConfig, work: Path) -> tuple[list[list[int]], list[float
     return saved["encodings"], saved["estimated_ms"]
 
 
-def train(dataset: str, candidate: int, seed: int, work: Path, extra: list[str]) -> dict:
-    """One training, cached in work/<dataset>/c<candidate>-s<seed>-<training key>/result.json."""
+def train(dataset: str, candidate: int, seed: int, work: Path, extra: list[str],
+          only_cached: bool = False) -> dict | None:
+    """One training, cached in work/<dataset>/c<candidate>-s<seed>-<training key>/result.json
+    (only_cached: the cached result or None, training nothing)."""
     from gpunet.train.run import fit_candidate
 
     run_dir = work / dataset / f"c{candidate:02d}-s{seed}-{training_key(dataset, extra)}"
     cached = run_dir / "result.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
+    if cached.is_file() or only_cached:
+        return json.loads(cached.read_text()) if cached.is_file() else None
     cfg = config(dataset, seed, extra)
     encodings, latencies = candidates(cfg, work)
     spec = encoding_to_spec(space_from_config(cfg.search_space), encodings[candidate])
@@ -136,6 +136,14 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
+def recipe_words(extra: list[str]) -> str:
+    """The recipe a table's trainings used, in words (the default run's, with `extra` applied)."""
+    r = config("digits", 0, extra).recipe
+    return (f"recipe={r.name} ({r.epochs} epochs, batch {r.batch_size}, at {r.resolution_scale:g}x the "
+            f"candidate's resolution, at most {r.train_batches_per_epoch} batches an epoch"
+            f"{', overrides ' + ' '.join(extra) if extra else ''})")
+
+
 def fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -162,14 +170,14 @@ def report(work: Path, extra: list[str]) -> None:
                     f"{rng[0]:.4f}-{rng[1]:.4f} | {fmt(s['seconds_median'], '.0f')} |")
     text = "\n".join([
         "# Data signal: architecture spread vs seed spread (issue 11, item 1)", "",
-        f"Default tier (search_space=cpu, tier=1ms, the default pool), recipe=proxy (10 epochs, batch 64), "
+        f"Default tier (search_space=cpu, tier=1ms, the default pool), {recipe_words(extra)}, "
         f"no early stopping. {N_CANDIDATES} candidates drawn at random from the tier pool "
         f"(numpy default_rng({PICK_SEED})), seed 0 each; candidate 0 also with seeds 1 and 2. "
         f"Best validation top-1 of each run; std = sample standard deviation. Target: ratio >= "
         f"{TARGET_RATIO:g}. Failed = best top-1 below {FAIL_TOP1} (chance 0.1).", "",
         "Data: digits = scikit-learn's 1,437 train / 360 val images; fashion_mnist = the shipped "
-        "subset, 150 train images per class (1,500, digits' cost per epoch) and its 2,000 validation "
-        "images.", "", *rows, "",
+        "subset, 6,000 train images (at most train_batches_per_epoch batches of them an epoch, a "
+        "fresh random subset each epoch) and its 2,000 validation images.", "", *rows, "",
         "Produced by `python experiments/bench_data_signal.py` (see its docstring); data_signal.json "
         "holds every run's curve, encoding and estimated latency.", ""])
     write_text(RESULTS / "data_signal.md", text)

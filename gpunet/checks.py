@@ -89,6 +89,8 @@ RECIPE = [
     rule("recipe.drop_path", BELOW_ONE),
     rule("recipe.reprob", FRACTION),
     rule("recipe.ema_decay", BELOW_ONE),
+    rule("recipe.resolution_scale", number(0, low_open=True)),
+    rule("recipe.train_batches_per_epoch", integer(1), nullable=True),
 ]
 DATA = [
     rule("data.num_workers", integer(0)),

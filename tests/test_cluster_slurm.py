@@ -130,7 +130,7 @@ def search_cmd(cache: Path, sweep_dir: Path, *overrides: str) -> list[str]:
             f"search.pool.cache_dir={cache / 'pools'}", "search.pool.samples=4096",
             "tier.target_ms=500", "tier.tolerance_ms=499.99", f"hydra.sweep.dir={sweep_dir}",
             f"hub.dir={cache / 'hub'}", "searcher=random", "search.batch_size=2",
-            "search.max_failure_rate=1.0", *overrides]
+            "search.max_failure_rate=1.0", "search.n_trials=8", *overrides]
 
 
 def synchronous() -> list[str]:

@@ -143,7 +143,8 @@ def compose_search(*overrides: str):
     (["hydra/launcher=submitit_slurm", "search.n_trials=200", "searcher.n_init=20"], 20),
     (["hydra/launcher=submitit_slurm", "search.n_trials=40", "searcher.n_init=20"],
      10),  # a quarter of the trials
-    (["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=4"], 2),  # 8 trials / 4
+    (["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=4", "search.n_trials=8"],
+     2),  # 8 trials / 4
     (["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=4",
       "search.n_trials=100"], 4),
     (["hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "search.n_trials=100",
@@ -161,7 +162,7 @@ def compose_search(*overrides: str):
     (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_gpus=8",
       "hydra.launcher.ray.remote.num_gpus=1", "search.n_trials=100"], 5),
     (["hydra/launcher=gpunet_ray", "hydra.launcher.ray.init.num_gpus=8",
-      "hydra.launcher.ray.remote.num_gpus=1"], 2),  # 8 trials / 4
+      "hydra.launcher.ray.remote.num_gpus=1", "search.n_trials=8"], 2),  # 8 trials / 4
 ])
 def test_batch_size_rule(overrides, batch):
     from gpunet.search.sweeper import choose_batch_size

@@ -9,13 +9,14 @@ from collections.abc import Callable
 import pytest
 import timm
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gpunet.models import build_model, resolve_spec
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 from gpunet.train import fit_candidate
 from gpunet.train.callbacks import MedianThresholds
 from gpunet.train.module import CandidateModule
+from gpunet.train.run import training_resolution
 
 TINY = NetworkSpec(32, (LayerSpec("conv", 3, 8, 2, 3, "swish"),
                         LayerSpec("fused_irb", 8, 16, 2, 3, "relu", 2.0),
@@ -61,6 +62,19 @@ def test_a_run_saves_its_curve_and_resumes_where_it_stopped(tmp_path, config) ->
     again = fit_candidate(config("recipe.epochs=3"), TINY, tmp_path)  # already done: no training
     assert again.curve == longer.curve
     assert again.seconds_before_resume > longer.seconds_before_resume  # both attempts before it
+
+
+def test_the_proxy_trains_at_a_fraction_of_the_resolution_and_caps_its_epochs(tmp_path, config) -> None:
+    cfg = config("recipe.epochs=2", "recipe.train_batches_per_epoch=3")  # fake data: 64 images, batch 16
+    assert cfg.recipe.name == "proxy" and cfg.recipe.resolution_scale == 0.5
+    assert training_resolution(TINY.resolution, cfg.data, cfg.recipe) == 16
+    assert training_resolution(48, cfg.data, cfg.recipe) == 24
+    assert training_resolution(48, OmegaConf.create({"resolution": 40}), cfg.recipe) == 40  # data's wins
+    assert training_resolution(48, cfg.data, OmegaConf.create({})) == 48  # a recipe without the knob
+    fit_candidate(cfg, TINY, tmp_path)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 2 * 3  # not 2 * 4
+    fit_candidate(config("recipe.epochs=1", "recipe.train_batches_per_epoch=null"), TINY, tmp_path / "all")
+    assert torch.load(tmp_path / "all" / "last.ckpt", weights_only=False)["global_step"] == 4
 
 
 def test_best_weights_are_the_best_epochs_and_can_be_turned_off(tmp_path, config) -> None:

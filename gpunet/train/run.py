@@ -132,6 +132,15 @@ def train_batches(trainer: L.Trainer, train_size: int, batch_size: int) -> int:
     return int(batches * limit) if limit is not None else batches
 
 
+def training_resolution(spec_resolution: int, data: DictConfig, recipe: DictConfig) -> int:
+    """`data.resolution` when set; else the candidate's own scaled by the recipe's
+    `resolution_scale` (a proxy trains at a fraction of it), rounded to a multiple of 8."""
+    if data.get("resolution"):
+        return int(data.resolution)
+    scale = float(recipe.get("resolution_scale", 1.0))
+    return max(8, 8 * round(spec_resolution * scale / 8))
+
+
 def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> TrainResult:
     """Train `spec` with the app config's data, recipe, device, logger, seed, early_stop and
     trainer nodes (read here, at the edge; `fit` below takes them as TrainSettings)."""
@@ -145,7 +154,7 @@ def fit(settings: TrainSettings, spec: NetworkSpec, output_dir: Path) -> TrainRe
     output_dir.mkdir(parents=True, exist_ok=True)
     route_lightning_logs(single_node=int(settings.trainer.get("num_nodes") or 1) == 1)
     L.seed_everything(settings.seed, workers=True)
-    resolution = settings.data.resolution or spec.resolution
+    resolution = training_resolution(spec.resolution, settings.data, settings.recipe)
     datamodule = build_datamodule(settings.data, settings.recipe, resolution,
                                   pin_memory=settings.accelerator == "gpu")
     module = CandidateModule(spec, datamodule.num_classes, settings.recipe)
@@ -154,10 +163,12 @@ def fit(settings: TrainSettings, spec: NetworkSpec, output_dir: Path) -> TrainRe
     loggers = build_loggers(settings.logger, output_dir, run_config, spec.name or output_dir.name)
     # Lightning's bar on a terminal; elsewhere (a log file, a pipe, a cluster job) a line per epoch
     bar = bool(settings.trainer.get("enable_progress_bar", True)) and is_terminal(sys.stdout)
+    per_epoch = settings.recipe.get("train_batches_per_epoch")  # the trainer's own limit wins
+    limit = {"limit_train_batches": int(per_epoch)} if per_epoch else {}
     trainer = L.Trainer(default_root_dir=output_dir, max_epochs=settings.recipe.epochs,
                         accelerator=settings.accelerator, precision=settings.precision,
                         callbacks=[*callbacks, *([] if bar else [EpochProgress()])], logger=loggers,
-                        **{**settings.trainer, "enable_progress_bar": bar})
+                        **{**limit, **settings.trainer, "enable_progress_bar": bar})
     # step metrics at least once an epoch (Lightning warns when an epoch is shorter than the interval)
     batches = train_batches(trainer, len(datamodule.train), int(settings.recipe.batch_size))
     if 0 < batches < trainer.log_every_n_steps:
