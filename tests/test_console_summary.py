@@ -4,6 +4,7 @@ and --help. Every run is a real `python -m gpunet.search` subprocess on the tiny
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import signal
@@ -233,3 +234,28 @@ def test_the_summary_survives_a_journal_with_every_status(tmp_path):
         "  trials: 3 of 5 finished: 0 completed, 1 pruned, 2 failed (1 interrupted)",
         "  best: none (no trial finished with a value)"]
     assert text.endswith("  hub: not added: no trial finished with a value")
+
+
+def _ignore_sigterm_and_sleep() -> int:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(120)
+    return os.getpid()
+
+
+def test_stopping_workers_kills_a_loky_worker_that_ignores_terminate():
+    """joblib's loky workers have no Process.kill (their Popen lacks it): a worker that outlives
+    terminate() must still be killed, not crash the Ctrl-C path (CI saw this under load)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    from gpunet.search.summary import _stop_workers
+
+    executor = get_reusable_executor(max_workers=1)
+    executor.submit(_ignore_sigterm_and_sleep)
+    time.sleep(3)  # the worker starts and installs its handler
+    workers = [p for p in multiprocessing.active_children() if p.is_alive()]
+    assert workers
+    _stop_workers(timeout_s=1.0)
+    for worker in workers:
+        worker.join(5)
+        assert not worker.is_alive()
+    executor.shutdown(wait=False, kill_workers=True)

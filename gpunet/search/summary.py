@@ -16,12 +16,13 @@ Lightning answers a KeyboardInterrupt with its own shutdown message and exit(1).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,10 @@ def _stop_workers(timeout_s: float = 5.0) -> None:
         child.terminate()
     for child in children:
         child.join(max(0.0, deadline - time.monotonic()))
-        if child.is_alive():
-            child.kill()
+        if child.is_alive():  # os.kill: loky's workers have no Process.kill
+            with suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+            child.join(1.0)
     for thread in threading.enumerate():
         if thread.name.startswith(LAUNCH_THREAD):
             thread.join(max(0.0, deadline - time.monotonic()))
