@@ -20,3 +20,20 @@ def timed_objective(encoding: list[int], cardinalities: np.ndarray) -> float:
     2 s when the digit sum is a multiple of 3, else 0.2 s."""
     time.sleep(2.0 if int(sum(encoding)) % 3 == 0 else 0.2)
     return float(sum(encoding))
+
+
+def ctrl_c_swallowing_objective(encoding: list[int], cardinalities: np.ndarray) -> float:
+    """Presses Ctrl-C on its own process (the basic launcher runs it inside the sweeper) and turns
+    the interrupt into an ordinary error, as Hydra's config composition does when SIGINT lands in
+    it; the first candidates take a moment, so the search has finished some trials before."""
+    import os
+    import signal
+
+    if int(sum(encoding)) % 3:
+        return float(sum(encoding))
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except BaseException as interrupt:  # noqa: BLE001 - the point: library code does this
+        raise RuntimeError("an error that was a Ctrl-C") from interrupt
+    return float(sum(encoding))

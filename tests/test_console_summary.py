@@ -143,6 +143,21 @@ def test_ctrl_c_of_a_synchronous_search_prints_how_to_resume(shared, tmp_path):
     assert "search finished" not in text and 2 <= completed(sweep) < 40
 
 
+@pytest.mark.e2e
+def test_a_ctrl_c_that_a_job_turned_into_an_error_still_stops_the_search(shared, tmp_path):
+    """SIGINT can land in library code that re-raises it as an ordinary error (Hydra's config
+    composition of a job does): the trial is not recorded failed, the search stops with 130."""
+    sweep = tmp_path / "s"
+    out = run(search_cmd(shared, sweep, "objective=timed", "searcher=random", "search.n_trials=40",
+                         "objective._target_=search_helpers.ctrl_c_swallowing_objective"),
+              tmp_path, check=False)
+    assert out.returncode == 130, (out.stdout + out.stderr)[-3000:]
+    assert_one_resume_line(out.stderr, sweep)
+    state = latest(sweep)
+    assert not any(t["status"] == "failed" for t in state.values())
+    assert sum(t["status"] == "running" for t in state.values()) == 1  # resumes on the next run
+
+
 def children_of(pid: int) -> set[int]:
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):

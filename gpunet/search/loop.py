@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from gpunet import console
 from gpunet.errors import GpunetError
 from gpunet.search.identity import SearchMismatch, check_same_search, search_definition
+from gpunet.search.interrupt import raise_if_interrupted
 from gpunet.search.journal import Journal, Trial
 from gpunet.search.objectives import trains
 from gpunet.search.searchers import make_searcher
@@ -255,6 +256,7 @@ def _run_synchronous(run: _SearchRun, launcher: Launcher, batch_size: int) -> No
                 # each trial's result from its directory, and record the others failed
                 returns = [_saved_return(run.search_dir, trial) or _failed_return(err)
                            for trial in batch]
+        raise_if_interrupted()  # a Ctrl-C that the round's jobs turned into errors: not failures
         for trial, ret in zip(batch, returns, strict=True):
             run.finish(trial, ret)
 
@@ -335,6 +337,7 @@ def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None
                 arrived.append(results.get_nowait())
             except queue.Empty:
                 break
+        raise_if_interrupted()  # a Ctrl-C swallowed on the way here: the arrivals are not recorded
         for trial, ret in arrived:
             in_flight -= 1
             try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gpunet.files import write_text
+from gpunet.search.interrupt import SearchInterrupted, clear, interrupt
 from gpunet.search.journal import Journal, Trial
 from gpunet.search.loop import LAUNCH_THREAD
 
@@ -125,11 +126,6 @@ def format_comparison(grid_dir: Path, searches: int) -> str:
             f"{grid_dir / 'comparison.png'}")
 
 
-class SearchInterrupted(BaseException):
-    """SIGINT (Ctrl-C) while a search runs. Not a KeyboardInterrupt: Lightning, training in the
-    sweeper's process, turns that into its own message and exit(1); this it re-raises."""
-
-
 def interrupted_line(search_dir: Path | None) -> str:
     """The one line Ctrl-C leaves: what finished, what was in flight, how to resume."""
     if search_dir is None:
@@ -169,11 +165,12 @@ def resume_line_on_ctrl_c(current_dir: Callable[[], Path | None]) -> Iterator[No
     """Around the sweeper's work: Ctrl-C prints `interrupted_line(current_dir())` to stderr,
     stops the local worker processes and exits with 130 (128 + SIGINT), without a traceback."""
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise SearchInterrupted
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupt()
 
+    clear()
     try:
-        previous = signal.signal(signal.SIGINT, interrupt)
+        previous = signal.signal(signal.SIGINT, on_sigint)
     except ValueError:  # not the main thread: KeyboardInterrupt is still caught below
         previous = None
     interrupted = False
