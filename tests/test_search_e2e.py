@@ -29,7 +29,10 @@ def search_cmd(shared: Path, sweep_dir: Path, *overrides: str) -> list[str]:
             f"latency.table={shared / 'tiny.sqlite'}", "latency.runs=5", "latency.warmup=2",
             f"search.pool.cache_dir={shared / 'pools'}", "search.pool.samples=4096",
             "tier.target_ms=500", "tier.tolerance_ms=499.99", f"hydra.sweep.dir={sweep_dir}",
-            f"hub.dir={shared / 'hub'}", "search.n_trials=8", *overrides]  # 8: the tests' budget
+            f"hub.dir={shared / 'hub'}",
+            "search.n_trials=8",     # the tests' budget
+            "hydra/launcher=basic",  # device=cpu's default is joblib; a test that wants it says so
+            *overrides]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -77,6 +80,19 @@ def test_joblib_launcher_runs_batches_of_two(shared, tmp_path):
     lines = journal(sweep)
     running = [line["job"] for line in lines if line["status"] == "running"]
     assert sorted(running) == list(range(8))
+    assert len([r for r in results(sweep) if r["status"] == "completed"]) == 8
+
+
+def test_a_cpu_search_trains_in_parallel_processes_by_default(shared, tmp_path):
+    sweep = tmp_path / "s"
+    cmd = [arg for arg in search_cmd(shared, sweep, "searcher=random") if arg != "hydra/launcher=basic"]
+    out = run(cmd, tmp_path)
+    log = out.stdout + out.stderr
+    workers = min(os.cpu_count() or 1, 2)  # joblib over every CPU, at most 8 trials / 4 at once
+    assert "Joblib.Parallel(n_jobs=-1" in log
+    assert f"batch size {workers}" in log
+    if workers > 1:
+        assert f"asynchronous: {workers} jobs in flight" in log
     assert len([r for r in results(sweep) if r["status"] == "completed"]) == 8
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,16 @@ def test_hub_cli_needs_a_device_for_a_budget():
     assert out.returncode == 2 and "--budget needs --device" in out.stderr
 
 
+@pytest.mark.e2e  # runs `python -m gpunet.hub`
+@pytest.mark.parametrize("text", ["entries: [unclosed\n", "- 3\n"], ids=["not yaml", "not entries"])
+def test_hub_cli_names_a_broken_hub_table_in_one_line(tmp_path, text):
+    (tmp_path / "hub.yaml").write_text(text)
+    out = subprocess.run([sys.executable, "-m", "gpunet.hub", "--dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith(f"error: the hub table {tmp_path / 'hub.yaml'} is not a list of hub entries")
+
+
 def test_sweeper_plugin_is_discovered():
     code = ("from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
             "print([c.__name__ for c in Plugins.instance().discover(Sweeper)])")
@@ -149,7 +160,10 @@ def compose_search(*overrides: str):
       "search.n_trials=100"], 4),
     (["hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "search.n_trials=100",
       "searcher=random"], 3),
-    (["search.n_trials=100"], 1),  # the basic launcher runs one job at a time
+    (["hydra/launcher=basic", "search.n_trials=100"], 1),  # the basic launcher: one job at a time
+    (["device=h100", "search.n_trials=100"], 1),  # a GPU device's default launcher is basic
+    # device=cpu's default launcher is joblib over every CPU, capped by lamcts_bo's random start
+    ([], min(os.cpu_count() or 1, 4)),  # 24 trials: n_init auto is 4
     (["hydra/launcher=submitit_slurm", "search.batch_size=64"], 64),  # the user's choice wins
     # Ray: the cluster's CPUs (or GPUs, when jobs take GPUs) over each job's
     # (searcher=random: no random start caps these; lamcts_bo's auto n_init at 100 trials is 5)
