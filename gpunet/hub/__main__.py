@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gpunet.errors import one_line_errors
 from gpunet.hub.entries import hub_dir, load_hub, query
 
 
@@ -34,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.budget is not None and args.device is None:
         parser.error("--budget needs --device: latencies are per device")
-    entries = query(load_hub(args.dir), args.device, args.budget, args.dataset)
+    with one_line_errors():
+        known = load_hub(args.dir)
+    entries = query(known, args.device, args.budget, args.dataset)
     if not entries:
         print("no hub entry matches; known devices: "
-              + ", ".join(sorted({d for e in load_hub(args.dir) for d in e.latency_ms})))
+              + ", ".join(sorted({d for e in known for d in e.latency_ms})))
         return 1
     print(format_table(entries, args.device))
     print("\nbuild one with: timm.create_model(NAME, num_classes=...) after `import gpunet`")

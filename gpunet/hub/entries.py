@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gpunet.errors import ConfigError
 from gpunet.files import write_text
 from gpunet.space.formats import load_spec, released_spec, save_spec
 from gpunet.space.spec import NetworkSpec
@@ -53,7 +54,7 @@ def _read(path: Path) -> list[HubEntry]:
         items = yaml.safe_load(path.read_text()) or []
         return [HubEntry(**item) for item in items]
     except (yaml.YAMLError, TypeError) as err:
-        raise ValueError(f"the hub table {path} is not a list of hub entries: {err}") from err
+        raise ConfigError(f"the hub table {path} is not a list of hub entries: {err}") from err
 
 
 def load_hub(directory: Path | None = None) -> list[HubEntry]:
