@@ -251,7 +251,7 @@ def reference(shared, tmp_path_factory) -> Path:
     """The search the SLURM one is compared with, run by the basic launcher: same settings, same
     failing trial, no barrier (one job at a time). It builds the latency table and pool."""
     sweep = prepare(tmp_path_factory.mktemp("reference") / "s", fail="3")
-    run(search_cmd(shared, sweep, "search.n_trials=4"), sweep.parent, job_env())
+    run(search_cmd(shared, sweep, "hydra/launcher=basic", "search.n_trials=4"), sweep.parent, job_env())
     return sweep
 
 
