@@ -11,7 +11,9 @@ import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from gpunet.errors import ConfigError
 from gpunet.models import build_model, resolve_spec
+from gpunet.models.baseline import TimmNetwork
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 from gpunet.train import fit_candidate
 from gpunet.train.callbacks import MedianThresholds
@@ -173,3 +175,25 @@ def test_mixed_precision_training_on_a_gpu(tmp_path, config) -> None:
     result = fit_candidate(config("device=h100", "recipe.epochs=2"), TINY, tmp_path)
     assert result.status == "completed" and result.epochs == 2
     assert "MixedPrecision" in torch.load(tmp_path / "last.ckpt", weights_only=False)  # the grad scaler
+
+
+def test_a_timm_baseline_trains_with_the_candidates_recipe_and_reloads(tmp_path, config) -> None:
+    """Table-3 baselines (timm's hand-designed networks) go through the same fit as a candidate:
+    the proxy's half resolution, its BatchNorm momentum, and a checkpoint that names the network."""
+    network = TimmNetwork("mobilenetv3_small_050", 32)
+    cfg = config("recipe.epochs=1", "recipe.train_batches_per_epoch=2")
+    result = fit_candidate(cfg, network, tmp_path)
+    assert result.status == "completed" and result.epochs == 1 and 0 <= result.best_top1 <= 1
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["spec"] == {"timm_model": "mobilenetv3_small_050", "resolution": 32}
+    again = CandidateModule(ckpt["hyper_parameters"]["spec"], 10, ckpt["hyper_parameters"]["recipe"])
+    again.load_state_dict(ckpt["state_dict"])
+    assert type(again.model).__name__ == "MobileNetV3" and again.model.num_classes == 10
+    momenta = {m.momentum for m in again.model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {cfg.recipe.bn_momentum} != {0.1}
+    assert ckpt["global_step"] == 2
+
+
+def test_an_unknown_timm_model_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="no model 'mobilenetv9'"):
+        TimmNetwork("mobilenetv9", 32)

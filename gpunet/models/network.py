@@ -30,6 +30,7 @@ from timm.models._efficientnet_blocks import (
 from timm.models._efficientnet_builder import efficientnet_init_weights
 from torch import nn
 
+from gpunet.models.baseline import TimmNetwork
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 
 BN_EPS = 1e-3
@@ -116,6 +117,9 @@ class GPUNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_model(spec: NetworkSpec, **kwargs) -> GPUNet:
-    """Spec -> model; kwargs as GPUNet (num_classes, drop_rate, drop_path_rate, ...)."""
+def build_model(spec: NetworkSpec | TimmNetwork, **kwargs) -> nn.Module:
+    """Spec -> model; kwargs as GPUNet (num_classes, drop_rate, drop_path_rate, bn_momentum). A
+    TimmNetwork (a hand-designed baseline) builds timm's model with the same arguments."""
+    if isinstance(spec, TimmNetwork):
+        return spec.build(**kwargs)
     return GPUNet(spec, **kwargs)

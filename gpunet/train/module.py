@@ -21,6 +21,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from gpunet.models import build_model
+from gpunet.models.baseline import TimmNetwork
 from gpunet.models.network import BN_MOMENTUM
 from gpunet.space.spec import NetworkSpec
 from gpunet.train.recipe import build_optimizer, build_scheduler
@@ -65,12 +66,19 @@ class FrozenEma(ModelEmaV3):
                               for k, v in state.items()})
 
 
-class CandidateModule(L.LightningModule):
-    """Trains `spec` with `recipe`; `spec` and `recipe` may also be plain dicts (checkpoint reload)."""
+def network_from_dict(data: dict) -> NetworkSpec | TimmNetwork:
+    """A checkpoint's network: a candidate's spec, or a timm baseline (TimmNetwork.to_dict)."""
+    return TimmNetwork.from_dict(data) if "timm_model" in data else NetworkSpec.from_dict(data)
 
-    def __init__(self, spec: NetworkSpec | dict, num_classes: int, recipe: DictConfig | dict) -> None:
+
+class CandidateModule(L.LightningModule):
+    """Trains `spec` (a candidate, or a timm baseline) with `recipe`; `spec` and `recipe` may also
+    be plain dicts (checkpoint reload)."""
+
+    def __init__(self, spec: NetworkSpec | TimmNetwork | dict, num_classes: int,
+                 recipe: DictConfig | dict) -> None:
         super().__init__()
-        spec = spec if isinstance(spec, NetworkSpec) else NetworkSpec.from_dict(spec)
+        spec = network_from_dict(spec) if isinstance(spec, dict) else spec
         recipe = OmegaConf.create(recipe) if isinstance(recipe, dict) else recipe
         self.save_hyperparameters({"spec": spec.to_dict(), "num_classes": num_classes,
                                    "recipe": OmegaConf.to_container(recipe, resolve=True)})

@@ -24,6 +24,7 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from omegaconf import DictConfig, OmegaConf
 
 from gpunet.console import is_terminal, route_lightning_logs
+from gpunet.models.baseline import TimmNetwork
 from gpunet.space.spec import NetworkSpec
 from gpunet.train.callbacks import BestWeights, CurveRecorder, EpochProgress, MedianStopping, RunClock
 from gpunet.train.data import build_datamodule
@@ -141,15 +142,16 @@ def training_resolution(spec_resolution: int, data: DictConfig, recipe: DictConf
     return max(8, 8 * round(spec_resolution * scale / 8))
 
 
-def fit_candidate(cfg: DictConfig, spec: NetworkSpec, output_dir: Path) -> TrainResult:
+def fit_candidate(cfg: DictConfig, spec: NetworkSpec | TimmNetwork, output_dir: Path) -> TrainResult:
     """Train `spec` with the app config's data, recipe, device, logger, seed, early_stop and
     trainer nodes (read here, at the edge; `fit` below takes them as TrainSettings)."""
     return fit(TrainSettings.from_config(cfg), spec, output_dir)
 
 
-def fit(settings: TrainSettings, spec: NetworkSpec, output_dir: Path) -> TrainResult:
-    """Train `spec`; checkpoints, curve.json and logs go to `output_dir`. Bad config or data
-    raises at once."""
+def fit(settings: TrainSettings, spec: NetworkSpec | TimmNetwork,
+        output_dir: Path) -> TrainResult:
+    """Train `spec` (a candidate, or a timm baseline seen at its resolution); checkpoints,
+    curve.json and logs go to `output_dir`. Bad config or data raises at once."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     route_lightning_logs(single_node=int(settings.trainer.get("num_nodes") or 1) == 1)
