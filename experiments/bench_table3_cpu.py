@@ -239,7 +239,7 @@ def plot(trained: list[dict], upper: dict[str, float], path: Path) -> None:
                     yerr=[t["top1_std"] for t in rows], fmt=marker, color=color, ms=9 if marker == "*" else 5,
                     capsize=2, label="searched (gpunet)" if family == "searched" else "timm hand-designed")
         for t in rows:
-            ax.annotate(t["name"].removeprefix("searched "), (t["latency_ms"], t["top1_mean"]),
+            ax.annotate(label(t).removeprefix("searched "), (t["latency_ms"], t["top1_mean"]),
                         fontsize=6, xytext=(3, 3), textcoords="offset points")
     for tier, edge in upper.items():
         ax.axvline(edge, color="grey", ls=":", lw=1)
