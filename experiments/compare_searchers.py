@@ -12,6 +12,8 @@ issue's targets are checked:
 Usage:
   python experiments/compare_searchers.py                      # Sobol fallback pool
   python experiments/compare_searchers.py --pool tier_1ms.npy  # an (N, 41) tier pool
+  python experiments/compare_searchers.py --beyond-pool --tag beyond_pool  # bo/lamcts_bo may
+      # propose any encoding of the space, not only pool rows (issue 12, item 4)
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from gpunet.config import group_choice  # noqa: E402
 from gpunet.files import write_text  # noqa: E402
 from gpunet.search import objectives  # noqa: E402
 from gpunet.search.objectives import make_objective  # noqa: E402
+from gpunet.search.searchers import SEARCHERS as REGISTERED  # noqa: E402
 from gpunet.search.searchers import code_digest, make_searcher  # noqa: E402
 from gpunet.search.searchers.gp import (  # noqa: E402
     build_gp,
@@ -100,15 +103,21 @@ def run_one(
     seed: int,
     q: int,
     budget: int,
+    beyond_pool: bool = False,
 ) -> dict[str, Any]:
-    """One search: best-so-far after each evaluation, wall time and what the searcher did."""
+    """One search: best-so-far after each evaluation, wall time and what the searcher did.
+    `beyond_pool`: the searcher may also propose encodings outside the pool (any of the space)."""
     objective = make_objective(objective_cfg, card)
     searcher = make_searcher(searcher_cfg, pool, card, seed, budget=budget)
-    _, values, trace, seconds = drive(searcher, lambda idx, first: objective(pool[idx]), budget, q)
+    if beyond_pool:
+        searcher.allow_beyond_pool(lambda encodings: np.ones(len(encodings), dtype=bool))
+    _, values, trace, seconds = drive(searcher, lambda idx, first: objective(searcher.pool[idx]),
+                                      budget, q)
     out: dict[str, Any] = {
         "best_so_far": np.maximum.accumulate(values).tolist(),
         "seconds": seconds,
         "modes": dict(Counter(d.get("mode", "none") for d in trace)),
+        "beyond_pool": int(sum(d.get("n_beyond_pool", 0) for d in trace)),
     }
     if "n_init" in searcher_cfg:
         out["gp_spearman"] = gp_rank_quality(searcher, objective, np.random.default_rng(seed))
@@ -210,6 +219,9 @@ def summarise(runs: dict, args, pool_line: str, pool_values: dict[str, np.ndarra
                         "iqr_final": float(np.subtract(*np.percentile(finals, [75, 25]))),
                         "evals_to_random_final": reach,
                         "median_run_s": float(np.median(seconds)),
+                        "above_pool_max": int((finals > pool_max[obj]).sum()),
+                        "beyond_pool": int(np.median([runs[run_key(s, obj, seed, q)].get(
+                            "beyond_pool", 0) for seed in args.seeds])),
                     }
                 )
             if random_final is not None:
@@ -219,7 +231,9 @@ def summarise(runs: dict, args, pool_line: str, pool_values: dict[str, np.ndarra
             ax.set_xlabel("evaluations")
             ax.set_ylabel("best so far (negated function)")
             early = min(np.percentile(c[:, c.shape[1] // 10], 25) for c in curves.values())
-            ax.set_ylim(early, pool_max[obj] + 0.02 * (pool_max[obj] - early))
+            top = max(pool_max[obj], *(c.max() for c in curves.values()))
+            ax.axhline(pool_max[obj], color="red", ls=":", lw=1, label="pool max")
+            ax.set_ylim(early, top + 0.02 * (top - early))
             if {"random", "bo", "lamcts_bo"} <= set(curves):
                 reach = evals_to_reach(med["lamcts_bo"], random_final)
                 per_seed = {
@@ -323,14 +337,16 @@ def render_markdown(args, pool_line, pool_max, rows, verdicts, diag) -> str:
         "## All searchers",
         "",
         "| objective (pool max) | q | searcher | median final best | IQR | evals to random's "
-        "final (median curve) | median run s |",
-        "|---|---|---|---|---|---|---|",
+        "final (median curve) | median run s | seeds ending above the pool max | proposals "
+        "beyond the pool (median per run) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['objective']} ({pool_max[r['objective']]:.4g}) | {r['q']} | {r['searcher']} | "
             f"{fmt(r['median_final'])} | {fmt(r['iqr_final'])} | "
-            f"{fmt(r['evals_to_random_final'])} | {r['median_run_s']:.1f} |"
+            f"{fmt(r['evals_to_random_final'])} | {r['median_run_s']:.1f} | "
+            f"{r['above_pool_max']} of {len(args.seeds)} | {r['beyond_pool']} |"
         )
     out += [
         "",
@@ -370,13 +386,15 @@ def parse_args() -> argparse.Namespace:
         default=ROOT / "conf/search_space/gpunet.yaml",
         help="search-space config giving the cardinalities of the pool's digits",
     )
-    p.add_argument("--searchers", nargs="+", default=list(SEARCHERS), choices=SEARCHERS)
+    p.add_argument("--searchers", nargs="+", default=list(SEARCHERS), choices=sorted(REGISTERED))
     p.add_argument("--objectives", nargs="+", default=["ackley", "levy", "styblinski_tang"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 1])
     p.add_argument("--budget", type=int, default=300)
     p.add_argument("--jobs", type=int, default=2, help="parallel runs (processes)")
     p.add_argument("--pool-note", default="", help="how the pool was made, for the report header")
+    p.add_argument("--beyond-pool", action="store_true",
+                   help="let the searchers propose any encoding of the space, not only pool rows")
     p.add_argument("--tag", default="", help="output names become searchers_<tag>_*")
     p.add_argument("--out", type=Path, default=ROOT / "experiments/results")
     return p.parse_args()
@@ -387,6 +405,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pool, card, pool_line = load_pool(args.pool, args.search_space)
     pool_line += f"; {args.pool_note}" if args.pool_note else ""
+    if args.beyond_pool:
+        pool_line += ("; --beyond-pool: bo and lamcts_bo may also propose any encoding of the "
+                      "space (children of their best observations), so they can pass the pool's best")
     args.prefix = f"searchers_{args.tag}_" if args.tag else "searchers_"
     cfgs = {
         s: group_choice("searcher", s) for s in args.searchers
@@ -403,9 +424,9 @@ def main() -> None:
     grid.sort(key=lambda t: (t[0] not in ("bo", "lamcts_bo"), t[3] != 1))
     tasks = {
         run_key(s, o, seed, q): (
-            fingerprint(pool_id, cfgs[s], objs[o], seed, q, args.budget),
+            fingerprint(pool_id, cfgs[s], objs[o], seed, q, args.budget, args.beyond_pool),
             run_one,
-            (pool, card, cfgs[s], objs[o], seed, q, args.budget),
+            (pool, card, cfgs[s], objs[o], seed, q, args.budget, args.beyond_pool),
         )
         for s, o, seed, q in grid
     }

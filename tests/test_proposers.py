@@ -178,11 +178,14 @@ def test_the_journal_keeps_the_proposer_and_reads_older_lines_without_one(tmp_pa
 
 
 def test_the_summary_counts_the_proposers() -> None:
-    trials = [Trial(i, i, [0], 1.0, proposer=p) for i, p in
+    trials = [Trial(i, i, [0], 1.0, pool_index=i, proposer=p) for i, p in
               enumerate(["random_start"] * 3 + ["model"] * 5)]
     assert proposer_line(trials) == "8 trials: 5 by the model, 3 random start"
-    trials.append(Trial(8, 8, [0], 1.0, proposer="fallback"))
+    trials.append(Trial(8, 8, [0], 1.0, pool_index=8, proposer="fallback"))
     assert proposer_line(trials) == "9 trials: 5 by the model, 3 random start, 1 fallback"
+    trials += [Trial(n, n, [1], 1.0, pool_index=None, proposer="model") for n in (9, 10)]
+    assert proposer_line(trials) == ("11 trials: 7 by the model, 3 random start, 1 fallback "
+                                     "(2 beyond the tier's pool)")
     assert proposer_line([Trial(0, 0, [0], 1.0)]) is None  # an older journal: no line
 
 

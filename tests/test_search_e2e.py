@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -124,6 +125,34 @@ def test_kill_and_resume_loses_and_repeats_nothing(shared, tmp_path):
             assert j == before[j["number"]]
     jobs = [j["job"] for j in journal(sweep) if j["status"] == "running"]
     assert len(jobs) == len(set(jobs))  # job numbers continue, never reused
+
+
+def test_a_search_leaves_the_pool_and_resumes_exactly(shared, tmp_path):
+    """lamcts_bo proposes new encodings of the tier (journaled with pool_index null), and a search
+    stopped and resumed proposes exactly what the same search run in one go did."""
+    common = ("searcher=lamcts_bo", "searcher.n_init=4", "search.pool.samples=256",
+              f"search.pool.cache_dir={tmp_path / 'pools'}")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run(search_cmd(shared, whole, *common, "search.n_trials=12"), tmp_path)
+    run(search_cmd(shared, split, *common, "search.n_trials=7"), tmp_path)
+    run(search_cmd(shared, split, *common, "search.n_trials=12"), tmp_path)  # resumes at 7
+
+    def trials(sweep: Path) -> list[tuple]:
+        return [(j["number"], j["encoding"], j["pool_index"], j["proposer"], j["value"])
+                for j in journal(sweep) if j["status"] == "completed"]
+
+    assert trials(whole) == trials(split) and len(trials(whole)) == 12
+    (pool_file,) = (tmp_path / "pools").glob("*.npz")
+    pool = np.load(pool_file)["encodings"]
+    beyond = [t for t in trials(whole) if t[2] is None]
+    assert beyond and all(t[3] == "model" for t in beyond)
+    for _, encoding, *_ in beyond:
+        assert not (pool == np.asarray(encoding)).all(axis=1).any()
+    for _, encoding, row, *_ in trials(whole):
+        if row is not None:
+            assert pool[row].tolist() == encoding
+    rows = results(whole)
+    assert sum(r["pool_index"] == "" for r in rows) == len(beyond)
 
 
 def test_failing_jobs_are_recorded_and_never_proposed_again(shared, tmp_path):

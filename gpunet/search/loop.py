@@ -1,5 +1,9 @@
 """One search (paper §3, Fig. 2): a tier's pool, a searcher, and batches of jobs on a launcher.
 
+The pool (a Sobol sample of the tier) is the searcher's random start and the key trials replay
+by; a model-guided searcher may also propose new encodings whose estimate lies in the tier,
+journaled with `pool_index` null and re-added, in trial order, when the search resumes.
+
 The server side of the paper's client/server design: propose a batch, hand it to the Hydra
 launcher (local processes, SLURM, Ray), record every result in the journal, repeat. The journal
 is the state, so a re-run with the same directory resumes: finished trials are replayed into a
@@ -13,7 +17,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +50,19 @@ class TooManyFailures(GpunetError, RuntimeError):
 
 @dataclass
 class TierPool:
+    """The tier's Sobol pool (the random start and the replay key) and, where the latency table
+    is at hand, the tier's test for any encoding, so the searcher may go beyond the pool."""
+
     encodings: np.ndarray  # (M, D) int16
     latencies_ms: np.ndarray  # (M,)
+    estimate_ms: Callable[[np.ndarray], np.ndarray] | None = None  # (N, D) -> (N,) estimates
+    band_ms: tuple[float, float] | None = None  # the tier's latency band
+
+    def in_tier(self, encodings: np.ndarray) -> np.ndarray:
+        """Which encodings the tier admits: their estimate lies in its band."""
+        lo, hi = self.band_ms
+        latencies = self.estimate_ms(encodings)
+        return (latencies >= lo) & (latencies <= hi)
 
     def row_of(self, trial: Trial) -> int:
         """The pool row a journaled trial was proposed from, checked against its encoding."""
@@ -63,16 +78,21 @@ class TierPool:
 def load_tier_pool(cfg: DictConfig) -> TierPool:
     """Make sure the latency table exists (build what is missing), then take the tier's pool."""
     from gpunet.latency.build import LatencySetup, ensure_table
+    from gpunet.latency.estimate import estimate_encodings
     from gpunet.latency.stratify import Tier, tier_pool
 
     space = space_from_config(cfg.search_space)
     table = ensure_table(LatencySetup.from_config(cfg), space)
-    pool = cfg.search.pool
-    encodings, latencies = tier_pool(space, table, Tier.from_config(cfg.tier), n=int(pool.samples),
-                                     seed=int(pool.seed), cache_dir=Path(pool.cache_dir),
-                                     num_classes=int(cfg.latency.num_classes),
-                                     calibrated=bool(cfg.latency.calibrated))
-    return TierPool(encodings, latencies)
+    pool, tier = cfg.search.pool, Tier.from_config(cfg.tier)
+    num_classes, calibrated = int(cfg.latency.num_classes), bool(cfg.latency.calibrated)
+    encodings, latencies = tier_pool(space, table, tier, n=int(pool.samples), seed=int(pool.seed),
+                                     cache_dir=Path(pool.cache_dir), num_classes=num_classes,
+                                     calibrated=calibrated)
+
+    def estimate_ms(x: np.ndarray) -> np.ndarray:
+        return estimate_encodings(space, table, x, num_classes, calibrated)
+
+    return TierPool(encodings, latencies, estimate_ms, tier.band)
 
 
 def check_journal(cfg: DictConfig, search_dir: Path) -> Journal:
@@ -158,9 +178,13 @@ class _SearchRun:
         space = space_from_config(cfg.search_space)
         self.searcher = make_searcher(cfg.searcher, pool.encodings, space.cardinalities, int(cfg.seed),
                                       budget=int(cfg.search.n_trials))  # resolves n_init: auto
-        for trial in journal.finished_in_order():
-            self.searcher.observe([pool.row_of(trial)], [trial.observed_value])
+        if pool.estimate_ms is not None:
+            self.searcher.allow_beyond_pool(pool.in_tier)
         self.trials = journal.load()
+        for trial in self.trials.values():  # rows beyond the pool, in the order they were added
+            self.row_of(trial)
+        for trial in journal.finished_in_order():
+            self.searcher.observe([self.row_of(trial)], [trial.observed_value])
         self.n_trials = int(cfg.search.n_trials)
         self.early = bool(cfg.search.early_stopping) and trains(cfg.objective)
         self.grouped = uses_wandb(cfg.logger)
@@ -177,6 +201,13 @@ class _SearchRun:
     def finished(self) -> int:
         return sum(t.finished for t in self.trials.values())
 
+    def row_of(self, trial: Trial) -> int:
+        """The searcher's row of a trial: its pool row, or (a candidate from beyond the pool,
+        journaled with pool_index null) the row its encoding was added as."""
+        if trial.pool_index is not None:
+            return self.pool.row_of(trial)
+        return int(self.searcher.add_rows(np.asarray([trial.encoding]))[0])
+
     def interrupted(self) -> list[Trial]:
         """Trials handed to a launcher by an earlier run that never came back: they run again."""
         return [t for t in self.trials.values() if not t.finished and t.status == "running"]
@@ -188,9 +219,15 @@ class _SearchRun:
         if q <= 0:
             return []
         chosen = self.searcher.propose(q)
-        return [Trial(-1, -1, self.pool.encodings[idx].tolist(), float(self.pool.latencies_ms[idx]),
-                      pool_index=int(idx), proposer=by)
-                for idx, by in zip(chosen, self.searcher.proposers, strict=True)]
+        encodings = self.searcher.pool[chosen]
+        in_pool = chosen < self.searcher.n_base
+        latencies = np.where(in_pool, self.pool.latencies_ms[np.where(in_pool, chosen, 0)], np.nan)
+        if not in_pool.all():
+            latencies[~in_pool] = self.pool.estimate_ms(encodings[~in_pool])
+        return [Trial(-1, -1, encoding.tolist(), float(latency),
+                      pool_index=int(idx) if inside else None, proposer=by)
+                for idx, encoding, latency, inside, by in zip(
+                    chosen, encodings, latencies, in_pool, self.searcher.proposers, strict=True)]
 
     def start(self, batch: list[Trial]) -> list[list[str]]:
         """Number the new trials, give every trial a job number, journal them as running; returns
@@ -211,7 +248,7 @@ class _SearchRun:
         self.journal.append(_record(trial, ret))
         if self.early and trial.status == "completed":
             write_median_thresholds(self.search_dir, self.journal)
-        self.searcher.observe([self.pool.row_of(trial)], [trial.observed_value])
+        self.searcher.observe([self.row_of(trial)], [trial.observed_value])
         if trial.status == "failed":
             log.warning("trial %d failed: %s", trial.number, trial.error)
         self.progress.set_postfix(best=f"{self.searcher.best_value:.4g}",
@@ -301,7 +338,7 @@ def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None
     results: queue.Queue = queue.Queue()
     waiting = run.interrupted()  # they run again first, pending for the searcher meanwhile
     for trial in waiting:
-        run.searcher.mark_pending([run.pool.row_of(trial)])
+        run.searcher.mark_pending([run.row_of(trial)])
     ready: list[Trial] = []  # proposed ahead, pending for the searcher, not yet journaled
     in_flight, stopping, exhausted = 0, None, False
 

@@ -34,14 +34,14 @@ from gpunet.space import SearchSpace, encoding_to_spec, space_from_config  # noq
 from gpunet.space.spec import NetworkSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
-CSV_FIELDS = ["number", "job", "status", "proposer", "value", "est_latency_ms", "duration_s",
-              "epochs", "error", "encoding"]
+CSV_FIELDS = ["number", "job", "status", "proposer", "pool_index", "value", "est_latency_ms",
+              "duration_s", "epochs", "error", "encoding"]  # pool_index empty: beyond the pool
 
 
 def result_rows(trials: list[Trial]) -> list[dict[str, Any]]:
     """One row per trial, the columns of results.csv."""
     return [{"number": t.number, "job": t.job, "status": t.status, "proposer": t.proposer,
-             "value": t.value,
+             "pool_index": t.pool_index, "value": t.value,
              "est_latency_ms": round(t.est_latency_ms, 6), "duration_s": t.duration_s,
              "epochs": t.extra.get("epochs"), "error": t.error,
              "encoding": "-".join(str(x) for x in t.encoding)} for t in trials]

@@ -49,15 +49,18 @@ _PROPOSER_WORDS = {"model": "by the model", "random_start": "random start", "fal
 
 def proposer_line(trials: list[Trial]) -> str | None:
     """How many trials each proposer chose, the model first ("8 trials: 5 by the model, 3 random
-    start"); None when no trial recorded one (a journal older than the record)."""
+    start", then how many came from beyond the tier's pool); None when no trial recorded one (a
+    journal older than the record)."""
     if all(t.proposer is None for t in trials):
         return None
     counts: dict[str | None, int] = {}
     for trial in trials:
         counts[trial.proposer] = counts.get(trial.proposer, 0) + 1
     order = sorted(counts, key=lambda p: list(_PROPOSER_WORDS).index(p) if p in _PROPOSER_WORDS else 99)
+    beyond = sum(t.pool_index is None for t in trials if t.proposer is not None)
     return f"{len(trials)} trials: " + ", ".join(
-        f"{counts[p]} {_PROPOSER_WORDS.get(p, p)}" for p in order)
+        f"{counts[p]} {_PROPOSER_WORDS.get(p, p)}" for p in order) + (
+        f" ({beyond} beyond the tier's pool)" if beyond else "")
 
 
 def hub_line(best: dict[str, Any] | None, *, objective: str, trains: bool, hub_add: bool,

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpunet.search.searchers.beyond_pool import Admissible, RowIndex
 from gpunet.space.encoding import check_encodings
 
 # Who proposed a row (a small fixed vocabulary, journaled per trial and counted in the summary):
@@ -118,6 +119,9 @@ class Searcher(ABC):
         self.seed = int(seed)
         self.budget = budget
         n = self.pool.shape[0]
+        self.n_base = n  # rows from n_base on were added beyond the given pool (`add_rows`)
+        self.admissible: Admissible | None = None  # set by `allow_beyond_pool`
+        self._row_index: RowIndex | None = None  # encoding -> row, built when first needed
         self._blocked = np.zeros(n, dtype=bool)  # observed, pending or failed: never proposed
         self._pending = np.zeros(n, dtype=bool)
         self._failed = np.zeros(n, dtype=bool)
@@ -212,6 +216,39 @@ class Searcher(ABC):
         """Record that these indices could not be evaluated; they are never proposed again."""
         idx = self._check_indices(indices)
         self.observe(idx, np.full(idx.size, np.nan))
+
+    # ---- beyond the pool ----------------------------------------------------------------------
+    def allow_beyond_pool(self, admissible: Admissible) -> None:
+        """Let the searcher also propose encodings outside the pool that `admissible` accepts
+        (the tier's latency-estimate test); searchers with a model step (bo, lamcts_bo) use it."""
+        self.admissible = admissible
+
+    def find_rows(self, encodings: np.ndarray) -> np.ndarray:
+        """The pool row of each encoding (rows added beyond the pool included), or -1."""
+        if self._row_index is None:
+            self._row_index = RowIndex(self.pool)
+        return self._row_index.find(encodings)
+
+    def add_rows(self, encodings: np.ndarray) -> np.ndarray:
+        """The row of each encoding, appending to the pool those it does not hold yet (they are
+        then proposable like any row; a resumed search adds its journaled ones in trial order)."""
+        enc = check_encodings(np.asarray(encodings).reshape(-1, self.cardinalities.size),
+                              self.cardinalities, "encodings added to the pool").astype(np.int64)
+        rows = self.find_rows(enc)
+        added: list[int] = []
+        for i in np.flatnonzero(rows < 0):
+            earlier = self._row_index.find(enc[i])[0]  # the same encoding earlier in this call
+            if earlier < 0:
+                earlier = self.pool.shape[0] + len(added)
+                self._row_index.note_added(enc[i], earlier)
+                added.append(int(i))
+            rows[i] = earlier
+        if added:
+            self.pool = np.concatenate([self.pool, enc[added].astype(self.pool.dtype)])
+            grow = np.zeros(len(added), dtype=bool)
+            self._blocked, self._pending, self._failed = (
+                np.concatenate([flags, grow]) for flags in (self._blocked, self._pending, self._failed))
+        return rows
 
     # ---- for subclasses ----------------------------------------------------------------------
     @abstractmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,6 +17,7 @@ from gpunet.search.searchers.base import (
     resolve_n_init,
     settings_from_knobs,
 )
+from gpunet.search.searchers.beyond_pool import N_PARENTS, children
 from gpunet.search.searchers.gp import (
     GPSettings,
     Hyperparameters,
@@ -37,6 +39,8 @@ class BOSearcher(Searcher):
     current data, until the next.
     Falls back to uniform choice among the candidates when the values carry no information
     (all equal) or the GP cannot be fitted; `diagnostics["mode"]` says which happened.
+    When the search lets it leave the pool (`allow_beyond_pool`: a latency tier), the GP also
+    scores up to `n_generated` new encodings bred from the best observations (beyond_pool.py).
     """
 
     name = "bo"
@@ -74,10 +78,12 @@ class BOSearcher(Searcher):
         return self._fitted[1]
 
     def _choose_by_gp(
-        self, q: int, candidates: np.ndarray, rng: np.random.Generator, by: str = MODEL
+        self, q: int, candidates: np.ndarray, rng: np.random.Generator, by: str = MODEL,
+        region: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> Selection:
         """q of `candidates` (at least q proposable pool indices) chosen by the GP step; `by`
-        names who chose the candidates (the model, or a fallback region) when the GP decides."""
+        names who chose the candidates (the model, or a fallback region) when the GP decides.
+        `region` (encodings -> mask) confines the encodings bred beyond the pool, if any."""
         if candidates.size == q:
             self.diagnostics["mode"] = "whole-region"
             return candidates, by
@@ -98,13 +104,37 @@ class BOSearcher(Searcher):
         if hyperparameters is None:
             self.diagnostics["mode"] = "random-fit-failed"
             return rng.choice(distinct, size=q, replace=False), FALLBACK
+        bred = self._beyond_pool(rng, region)
         positions = select_batch(
             build_gp(*data, hyperparameters),
-            normalise(self.pool[distinct], self.cardinalities),
+            normalise(np.concatenate([self.pool[distinct], bred]), self.cardinalities),
             normalise(self.pool[self._pending], self.cardinalities),
             q,
             self.gp.mc_samples,
             seed=int(rng.integers(2**31)),
         )
-        self.diagnostics.update(mode="gp", n_train=len(data[1]), n_candidates=distinct.size)
-        return distinct[positions], by
+        beyond = positions >= distinct.size
+        chosen = distinct[np.minimum(positions, distinct.size - 1)]
+        chosen[beyond] = self.add_rows(bred[positions[beyond] - distinct.size])
+        self.diagnostics.update(mode="gp", n_train=len(data[1]), n_candidates=distinct.size,
+                                n_bred=len(bred), n_beyond_pool=int(beyond.sum()))
+        return chosen, by
+
+    def _beyond_pool(self, rng: np.random.Generator,
+                     region: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+        """New encodings for this GP step: children of the best N_PARENTS observations (those in
+        `region`, if any are) that are not pool rows, lie in `region` and pass `admissible`;
+        none unless the search allows leaving the pool."""
+        width = self.cardinalities.size
+        if self.admissible is None or not self.gp.n_generated:
+            return np.empty((0, width), dtype=np.int64)
+        idx, values = self.observed()
+        inside = region(self.pool[idx]) if region is not None else None
+        if inside is not None and inside.any():
+            idx, values = idx[inside], values[inside]
+        parents = self.pool[idx[np.argsort(-values, kind="stable")[:N_PARENTS]]]
+        bred = np.unique(children(parents, self.cardinalities, self.gp.n_generated, rng), axis=0)
+        bred = bred[self.find_rows(bred) < 0]
+        if region is not None and len(bred):
+            bred = bred[region(bred)]
+        return bred[np.asarray(self.admissible(bred), dtype=bool)] if len(bred) else bred

@@ -37,6 +37,7 @@ class GPSettings:
     refit_every: int = 8
     n_candidates: int = 1000
     mc_samples: int = 64
+    n_generated: int = 1000
 
     def __post_init__(self) -> None:
         require_ints(
@@ -48,6 +49,7 @@ class GPSettings:
                 "refit_every": 1,
                 "n_candidates": 1,
                 "mc_samples": 1,
+                "n_generated": 0,
             },
         )
 

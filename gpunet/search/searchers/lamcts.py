@@ -20,6 +20,7 @@ class LAMCTSSearcher(BOSearcher):
     `n_candidates` (or q) are found), and let the GP choose the batch among them. If the leaf's
     region holds fewer than q proposable members, the region of the deepest ancestor on the
     path that holds q is used instead (at the root: the whole pool): its rows are `fallback`.
+    Encodings bred beyond the pool (when allowed) are kept only inside the region used.
     """
 
     name = "lamcts_bo"
@@ -36,9 +37,14 @@ class LAMCTSSearcher(BOSearcher):
         scaled = (values - values.min()) / np.ptp(values)
         x = normalise(self.pool[idx], self.cardinalities)
         path = select_path(x, scaled, self.partition, seed=int(rng.integers(2**31)))
-        region = self._region(path, available, q, rng)
-        in_leaf = self.diagnostics["level_used"] == len(path)  # else an ancestor's region
-        return self._choose_by_gp(q, region, rng, MODEL if in_leaf else FALLBACK)
+        members = self._region(path, available, q, rng)
+        level = self.diagnostics["level_used"]  # len(path): the leaf, else an ancestor's region
+
+        def in_region(encodings: np.ndarray) -> np.ndarray:
+            return depth_reached(path, normalise(encodings, self.cardinalities)) >= level
+
+        return self._choose_by_gp(q, members, rng, MODEL if level == len(path) else FALLBACK,
+                                  region=in_region)
 
     def _region(
         self, path: list[Step], available: np.ndarray, q: int, rng: np.random.Generator
