@@ -14,6 +14,7 @@ import pytest
 import yaml
 from test_search_e2e import TESTS, journal, results, run, search_cmd
 
+from gpunet.search.identity import SearchMismatch, check_same_search, differences
 from gpunet.search.journal import Trial
 from gpunet.search.loop import TierPool
 
@@ -117,3 +118,14 @@ def test_a_journaled_trial_must_match_its_pool_row():
     assert pool.row_of(Trial(0, 0, [1, 0], 1.1, pool_index=1)) == 1
     with pytest.raises(ValueError, match="pool changed"):
         pool.row_of(Trial(0, 0, [1, 0], 1.1, pool_index=0))
+
+
+def test_a_search_journaled_before_n_generated_resumes_with_it_set_to_0():
+    before = {"searcher": {"name": "lamcts_bo", "n_init": 4}, "seed": 0}
+    now = {"searcher": {"name": "lamcts_bo", "n_init": 4, "n_generated": 1000}, "seed": 0}
+    assert differences(before, now) == [("searcher.n_generated", 0, 1000)]
+    with pytest.raises(SearchMismatch, match="searcher.n_generated: 0 in the journal, 1000 now"):
+        check_same_search(before, now, "d")
+    check_same_search(before, {**now, "searcher": {**now["searcher"], "n_generated": 0}}, "d")
+    random = {"searcher": {"name": "random"}, "seed": 0}  # no GP step, no such knob
+    assert differences(random, random) == []

@@ -69,9 +69,16 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
+# Settings added after searches were journaled, with the value that does what those searches did:
+# a journal without the key reads as that value (resume an older search with it set so).
+ADDED_SINCE = {"searcher.n_generated": 0}  # 0: the pool only (before the search left the pool)
+
+
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) for every setting that differs; missing is None."""
+    """(dotted key, old value, new value) for every setting that differs; missing is None
+    (a key of ADDED_SINCE missing from `old` reads as its value there)."""
     a, b = _flatten(old), _flatten(new)
+    a.update({k: v for k, v in ADDED_SINCE.items() if k in b and k not in a})
     return [(key, a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys())
             if a.get(key) != b.get(key)]
 
