@@ -12,8 +12,8 @@ issue's targets are checked:
 Usage:
   python experiments/compare_searchers.py                      # Sobol fallback pool
   python experiments/compare_searchers.py --pool tier_1ms.npy  # an (N, 41) tier pool
-  python experiments/compare_searchers.py --beyond-pool --tag beyond_pool  # bo/lamcts_bo may
-      # propose any encoding of the space, not only pool rows (issue 12, item 4)
+  python experiments/compare_searchers.py --beyond-pool --tag beyond_pool  # bo, lamcts_bo and
+      # tpe may propose any encoding of the space, not only pool rows (issue 12, item 4)
 """
 
 from __future__ import annotations
@@ -407,7 +407,8 @@ def main() -> None:
     pool_line += f"; {args.pool_note}" if args.pool_note else ""
     if args.beyond_pool:
         pool_line += ("; --beyond-pool: bo and lamcts_bo may also propose any encoding of the "
-                      "space (children of their best observations), so they can pass the pool's best")
+                      "space (children of their best observations), tpe its own samples, so they "
+                      "can pass the pool's best")
     args.prefix = f"searchers_{args.tag}_" if args.tag else "searchers_"
     cfgs = {
         s: group_choice("searcher", s) for s in args.searchers

@@ -115,3 +115,15 @@ def test_a_replayed_searcher_adds_the_same_rows_and_proposes_the_same_batch(name
         replay.observe([i], [v])
     np.testing.assert_array_equal(original.propose(4), replay.propose(4))
     np.testing.assert_array_equal(original.pool, replay.pool)
+
+
+def test_tpe_proposes_its_own_samples_when_the_tier_admits_them() -> None:
+    pytest.importorskip("optuna")
+    searcher = make_searcher("tpe", sparse_pool(), CARD, 0)
+    searcher.allow_beyond_pool(even)
+    run(searcher, 30, 3)
+    rows = np.array([i for i, _ in searcher._history])
+    assert len(set(rows.tolist())) == rows.size
+    beyond = rows[rows >= searcher.n_base]
+    assert beyond.size > 0 and even(searcher.pool[beyond]).all()
+    assert len(np.unique(searcher.pool, axis=0)) == len(searcher.pool)

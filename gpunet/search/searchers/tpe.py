@@ -16,6 +16,9 @@ sampler's seed is drawn from the call's generator). Failed rows are left out (TP
 trials); pending rows too (with `constant_liar=False`, TPE ignores running trials). A batch
 (q > 1) is q asks from the same study, as Optuna's default behaves with parallel workers.
 `diagnostics["mean_distance"]` is the mean Hamming distance from TPE's samples to the rows used.
+When the search lets the searcher leave the pool (`allow_beyond_pool`: a latency tier), a sample
+that is no pool row but that the tier admits is itself proposed (added as a row): TPE over the
+whole tier, as a user would run it.
 Proposers: `random_start` while the study has fewer completed trials than the sampler's
 `n_startup_trials` (TPE samples at random then), else `model` for a sample that is itself a
 proposable pool row and `fallback` for its nearest stand-in.
@@ -70,6 +73,11 @@ class TPESearcher(Searcher):
             for _ in range(q):
                 trial = study.ask(space)
                 sample = np.array([trial.params[n] for n in names])
+                if self._admits_new(sample):
+                    chosen.append(int(self.add_rows(sample[None])[0]))
+                    free = np.append(free, False)
+                    distances.append(0)
+                    continue
                 distance = np.where(free, (self.pool != sample).sum(axis=1), sample.size + 1)
                 pick = int(rng.choice(np.flatnonzero(distance == distance.min())))
                 free[pick] = False
@@ -82,3 +90,9 @@ class TPESearcher(Searcher):
         if idx.size < startup:
             return np.array(chosen, dtype=np.int64), RANDOM_START
         return np.array(chosen, dtype=np.int64), [MODEL if d == 0 else FALLBACK for d in distances]
+
+    def _admits_new(self, sample: np.ndarray) -> bool:
+        """Whether `sample` may be proposed as a new row: leaving the pool is allowed, the
+        sample is no row yet and the tier admits it."""
+        return (self.admissible is not None and self.find_rows(sample)[0] < 0
+                and bool(self.admissible(sample[None])[0]))
