@@ -135,65 +135,90 @@ def _positions(values: tuple[int, ...], x: np.ndarray, what: str) -> np.ndarray:
     return out
 
 
+class EncodingEstimator:
+    """The vectorised estimate with its look-up arrays built once (the table's medians, one array
+    per stage and the head's): estimating many small batches (a searcher testing the encodings it
+    breeds against a tier) would otherwise spend most of its time rebuilding them."""
+
+    def __init__(self, space: SearchSpace, table: LatencyTable, num_classes: int,
+                 calibrated: bool = False) -> None:
+        self.space, self.table = space, table
+        self.medians = table.medians_ns()
+        self.reach = reach(space, num_classes)
+        self.num_classes = num_classes
+        self.luts = [_stage_lut(stage, stage_reach, self.medians)
+                     for stage, stage_reach in zip(space.stages, self.reach.stages)]
+        r = self.reach
+        self.heads = np.full((len(r.head_sizes), len(r.head_in_channels)), MISSING, np.int64)
+        for (zi, s), (ci, c) in itertools.product(enumerate(r.head_sizes),
+                                                  enumerate(r.head_in_channels)):
+            self.heads[zi, ci] = self.medians.get(head_key_of(c, space.head_width, num_classes, s),
+                                                  MISSING)
+        self.calibration = _calibration(table, calibrated)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Estimated latency in ms of every encoding (row) of X, shape (N,) float64."""
+        total, entries = self.sums(X)
+        return _to_ms(total, entries, self.calibration)
+
+    def sums(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sum of entries in ns, number of entries) of every row of X; int64 arrays (N,)."""
+        space, r = self.space, self.reach
+        X = check_space_encodings(space, X)
+        columns = {(d.stage, d.field): d.position for d in space.digits}
+
+        def choice_index(stage: StageSpace, name: str) -> np.ndarray | int:
+            position = columns.get((stage.index, name))
+            return 0 if position is None else X[:, position].astype(np.intp)
+
+        n = len(X)
+        size = np.asarray(space.resolutions, dtype=np.int64)[X[:, 0].astype(np.intp)]
+        cin = np.full(n, 3, dtype=np.int64)
+        prev = np.zeros(n, dtype=np.int64)
+        total = np.zeros(n, dtype=np.int64)
+        entries = np.ones(n, dtype=np.int64)  # the head
+        missing = np.zeros(n, dtype=bool)
+        for stage, stage_reach, lut in zip(space.stages, r.stages, self.luts):
+            choices = {name: np.asarray(stage.fields[name].choices) for name in ("filters", "layers")
+                       if name in stage.fields}
+            f = prev if stage.shares_filters else choices["filters"][choice_index(stage, "filters")]
+            layers = np.broadcast_to(choices["layers"][choice_index(stage, "layers")], (n,))
+            variant = tuple(choice_index(stage, name) for name in VARIANT_FIELDS)
+            where = f"stage {stage.index}"
+            fi = _positions(stage_reach.filters, f, f"{where} filters")
+            first = lut.first[(_positions(stage_reach.sizes, size, f"{where} input size"),
+                               _positions(stage_reach.in_channels, cin, f"{where} input channels"),
+                               fi, *variant)]
+            out_size = conv_output_size(size, stage.stride)
+            rest = lut.rest[(_positions(tuple(lut.rest_sizes), out_size,
+                                        f"{where} repeated-layer size"), fi, *variant)]
+            active, repeated = layers > 0, layers > 1
+            missing |= (active & (first == MISSING)) | (repeated & (rest == MISSING))
+            total += np.where(active, first, 0) + np.where(repeated, (layers - 1) * rest, 0)
+            entries += layers
+            size = np.where(active, out_size, size)
+            cin = np.where(active, f, cin)
+            prev = np.broadcast_to(f, (n,))
+        head = self.heads[_positions(r.head_sizes, size, "head input size"),
+                          _positions(r.head_in_channels, cin, "head input channels")]
+        missing |= head == MISSING
+        if missing.any():
+            row = int(np.argmax(missing))
+            # The per-spec path names the first missing layer of this network.
+            sum_spec(encoding_to_spec(space, X[row], self.num_classes), self.table, self.medians)
+            raise RuntimeError(f"encoding row {row} misses a table entry that its spec does not")
+        return total + head, entries
+
+
 def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
                   num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(sum of entries in ns, number of entries) of every row of X, whose head classifies
     `num_classes` classes; int64 arrays of shape (N,)."""
-    X = check_space_encodings(space, X)
-    medians = table.medians_ns()
-    r = reach(space, num_classes)
-    columns = {(d.stage, d.field): d.position for d in space.digits}
-
-    def choice_index(stage: StageSpace, name: str) -> np.ndarray | int:
-        position = columns.get((stage.index, name))
-        return 0 if position is None else X[:, position].astype(np.intp)
-
-    n = len(X)
-    size = np.asarray(space.resolutions, dtype=np.int64)[X[:, 0].astype(np.intp)]
-    cin = np.full(n, 3, dtype=np.int64)
-    prev = np.zeros(n, dtype=np.int64)
-    total = np.zeros(n, dtype=np.int64)
-    entries = np.ones(n, dtype=np.int64)  # the head
-    missing = np.zeros(n, dtype=bool)
-    for stage, stage_reach in zip(space.stages, r.stages):
-        lut = _stage_lut(stage, stage_reach, medians)
-        choices = {name: np.asarray(stage.fields[name].choices) for name in ("filters", "layers")
-                   if name in stage.fields}
-        f = prev if stage.shares_filters else choices["filters"][choice_index(stage, "filters")]
-        layers = np.broadcast_to(choices["layers"][choice_index(stage, "layers")], (n,))
-        variant = tuple(choice_index(stage, name) for name in VARIANT_FIELDS)
-        where = f"stage {stage.index}"
-        fi = _positions(stage_reach.filters, f, f"{where} filters")
-        first = lut.first[(_positions(stage_reach.sizes, size, f"{where} input size"),
-                           _positions(stage_reach.in_channels, cin, f"{where} input channels"),
-                           fi, *variant)]
-        out_size = conv_output_size(size, stage.stride)
-        rest = lut.rest[(_positions(tuple(lut.rest_sizes), out_size, f"{where} repeated-layer size"),
-                         fi, *variant)]
-        active, repeated = layers > 0, layers > 1
-        missing |= (active & (first == MISSING)) | (repeated & (rest == MISSING))
-        total += np.where(active, first, 0) + np.where(repeated, (layers - 1) * rest, 0)
-        entries += layers
-        size = np.where(active, out_size, size)
-        cin = np.where(active, f, cin)
-        prev = np.broadcast_to(f, (n,))
-    heads = np.full((len(r.head_sizes), len(r.head_in_channels)), MISSING, np.int64)
-    for (zi, s), (ci, c) in itertools.product(enumerate(r.head_sizes), enumerate(r.head_in_channels)):
-        heads[zi, ci] = medians.get(head_key_of(c, space.head_width, num_classes, s), MISSING)
-    head = heads[_positions(r.head_sizes, size, "head input size"),
-                 _positions(r.head_in_channels, cin, "head input channels")]
-    missing |= head == MISSING
-    if missing.any():
-        row = int(np.argmax(missing))
-        # The per-spec path names the first missing layer of this network.
-        sum_spec(encoding_to_spec(space, X[row], num_classes), table, medians)
-        raise RuntimeError(f"encoding row {row} misses a table entry that its spec does not")
-    return total + head, entries
+    return EncodingEstimator(space, table, num_classes).sums(X)
 
 
 def estimate_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
                        num_classes: int, calibrated: bool = False) -> np.ndarray:
     """Estimated latency in ms of every encoding (row) of X, shape (N,) float64 (the head of
     `num_classes` classes)."""
-    total, entries = sum_encodings(space, table, X, num_classes)
-    return _to_ms(total, entries, _calibration(table, calibrated))
+    return EncodingEstimator(space, table, num_classes, calibrated)(X)

@@ -78,7 +78,7 @@ class TierPool:
 def load_tier_pool(cfg: DictConfig) -> TierPool:
     """Make sure the latency table exists (build what is missing), then take the tier's pool."""
     from gpunet.latency.build import LatencySetup, ensure_table
-    from gpunet.latency.estimate import estimate_encodings
+    from gpunet.latency.estimate import EncodingEstimator
     from gpunet.latency.stratify import Tier, tier_pool
 
     space = space_from_config(cfg.search_space)
@@ -88,11 +88,8 @@ def load_tier_pool(cfg: DictConfig) -> TierPool:
     encodings, latencies = tier_pool(space, table, tier, n=int(pool.samples), seed=int(pool.seed),
                                      cache_dir=Path(pool.cache_dir), num_classes=num_classes,
                                      calibrated=calibrated)
-
-    def estimate_ms(x: np.ndarray) -> np.ndarray:
-        return estimate_encodings(space, table, x, num_classes, calibrated)
-
-    return TierPool(encodings, latencies, estimate_ms, tier.band)
+    return TierPool(encodings, latencies, EncodingEstimator(space, table, num_classes, calibrated),
+                    tier.band)
 
 
 def check_journal(cfg: DictConfig, search_dir: Path) -> Journal:

@@ -40,7 +40,9 @@ class BOSearcher(Searcher):
     Falls back to uniform choice among the candidates when the values carry no information
     (all equal) or the GP cannot be fitted; `diagnostics["mode"]` says which happened.
     When the search lets it leave the pool (`allow_beyond_pool`: a latency tier), the GP also
-    scores up to `n_generated` new encodings bred from the best observations (beyond_pool.py).
+    scores new encodings bred from the best observations (beyond_pool.py): of `n_generated`
+    children, those that are new and admitted, at most half of the `n_candidates` scored (the
+    pool members fill the rest, so the cost per batch stays bounded by `n_candidates`).
     """
 
     name = "bo"
@@ -93,8 +95,12 @@ class BOSearcher(Searcher):
             self.diagnostics["mode"] = "random-init" if few else "random-flat"
             return rng.choice(candidates, size=q, replace=False), RANDOM_START if few else FALLBACK
         n_scored = max(self.gp.n_candidates, q)
-        if candidates.size > n_scored:
-            candidates = np.sort(rng.choice(candidates, size=n_scored, replace=False))
+        bred = self._beyond_pool(rng, region)
+        if len(bred) > n_scored // 2:  # the pool keeps at least half of the scored candidates
+            bred = bred[np.sort(rng.choice(len(bred), size=n_scored // 2, replace=False))]
+        n_pool = n_scored - len(bred)
+        if candidates.size > n_pool:
+            candidates = np.sort(rng.choice(candidates, size=n_pool, replace=False))
         _, first = np.unique(self.pool[candidates], axis=0, return_index=True)
         distinct = candidates[np.sort(first)]
         if distinct.size <= q:  # identical encodings: the GP cannot tell them apart
@@ -104,7 +110,6 @@ class BOSearcher(Searcher):
         if hyperparameters is None:
             self.diagnostics["mode"] = "random-fit-failed"
             return rng.choice(distinct, size=q, replace=False), FALLBACK
-        bred = self._beyond_pool(rng, region)
         positions = select_batch(
             build_gp(*data, hyperparameters),
             normalise(np.concatenate([self.pool[distinct], bred]), self.cardinalities),
