@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_latency_support import all_encodings, synthetic_table, tiny_space
 
-from gpunet.latency.estimate import MissingEntryError, estimate_encodings, estimate_spec, sum_spec
+from gpunet.latency.estimate import (
+    EncodingEstimator,
+    MissingEntryError,
+    estimate_encodings,
+    estimate_spec,
+    sum_spec,
+)
 from gpunet.latency.keys import spec_probes
 from gpunet.latency.table import Calibration, LatencyTable
 from gpunet.latency.timing import Timing
@@ -40,6 +46,15 @@ def test_both_paths_agree_exactly_on_sobol_samples_of_the_cpu_space(cpu_table):
     fast = estimate_encodings(CPU, cpu_table, X, 10)
     slow = [estimate_spec(encoding_to_spec(CPU, x, num_classes=10), cpu_table) for x in X]
     assert fast.tolist() == slow
+
+
+def test_an_estimator_built_once_answers_every_batch_as_a_fresh_estimate(cpu_table):
+    """A search tests the encodings it breeds, batch after batch, with one estimator."""
+    estimate = EncodingEstimator(CPU, cpu_table, 10)
+    for seed in range(3):
+        X = sobol_encodings(CPU, 50, seed=seed)
+        assert estimate(X).tolist() == estimate_encodings(CPU, cpu_table, X, 10).tolist()
+    assert estimate(X[:1]).shape == (1,)
 
 
 @settings(max_examples=60, deadline=None)
