@@ -111,13 +111,13 @@ def run_one(
     searcher = make_searcher(searcher_cfg, pool, card, seed, budget=budget)
     if beyond_pool:
         searcher.allow_beyond_pool(lambda encodings: np.ones(len(encodings), dtype=bool))
-    _, values, trace, seconds = drive(searcher, lambda idx, first: objective(searcher.pool[idx]),
-                                      budget, q)
+    indices, values, trace, seconds = drive(
+        searcher, lambda idx, first: objective(searcher.pool[idx]), budget, q)
     out: dict[str, Any] = {
         "best_so_far": np.maximum.accumulate(values).tolist(),
         "seconds": seconds,
         "modes": dict(Counter(d.get("mode", "none") for d in trace)),
-        "beyond_pool": int(sum(d.get("n_beyond_pool", 0) for d in trace)),
+        "beyond_pool": int((np.asarray(indices) >= searcher.n_base).sum()),
     }
     if "n_init" in searcher_cfg:
         out["gp_spearman"] = gp_rank_quality(searcher, objective, np.random.default_rng(seed))
