@@ -62,11 +62,14 @@ class Step:
     n_chosen: int
 
 
-def make_svm(settings: PartitionSettings) -> SVC | LinearSVC:
+def make_svm(settings: PartitionSettings, seed: int) -> SVC | LinearSVC:
     """The boundary classifier; linear uses liblinear, whose predict is one matrix product
-    (libsvm's linear SVC predicts through its support vectors, ~100x slower over a pool)."""
+    (libsvm's linear SVC predicts through its support vectors, ~100x slower over a pool).
+    liblinear's dual solver (which sklearn picks for a node with fewer samples than digits)
+    shuffles with `random_state`: seeded, else it would draw from numpy's global generator and
+    a resumed search (a new process) could split differently."""
     if settings.svm_kernel == "linear":
-        return LinearSVC(C=settings.svm_c)
+        return LinearSVC(C=settings.svm_c, random_state=seed)
     return SVC(kernel=settings.svm_kernel, C=settings.svm_c, gamma=settings.svm_gamma)
 
 
@@ -91,7 +94,7 @@ def split(
         return None
     good_label = int(y[labels == 1].mean() > y[labels == 0].mean())
     target = (labels == good_label).astype(int)
-    svm = make_svm(settings).fit(x, target)
+    svm = make_svm(settings, seed).fit(x, target)
     sides = svm.predict(x)
     if sides.min() == sides.max():
         return None
