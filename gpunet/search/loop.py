@@ -218,8 +218,9 @@ class _SearchRun:
         chosen = self.searcher.propose(q)
         encodings = self.searcher.pool[chosen]
         in_pool = chosen < self.searcher.n_base
-        latencies = np.where(in_pool, self.pool.latencies_ms[np.where(in_pool, chosen, 0)], np.nan)
-        if not in_pool.all():
+        latencies = np.empty(chosen.size)
+        latencies[in_pool] = self.pool.latencies_ms[chosen[in_pool]]
+        if not in_pool.all():  # new encodings from beyond the pool: their estimate
             latencies[~in_pool] = self.pool.estimate_ms(encodings[~in_pool])
         return [Trial(-1, -1, encoding.tolist(), float(latency),
                       pool_index=int(idx) if inside else None, proposer=by)

@@ -220,7 +220,7 @@ class Searcher(ABC):
     # ---- beyond the pool ----------------------------------------------------------------------
     def allow_beyond_pool(self, admissible: Admissible) -> None:
         """Let the searcher also propose encodings outside the pool that `admissible` accepts
-        (the tier's latency-estimate test); searchers with a model step (bo, lamcts_bo) use it."""
+        (the tier's latency-estimate test); bo, lamcts_bo and tpe use it, the others ignore it."""
         self.admissible = admissible
 
     def find_rows(self, encodings: np.ndarray) -> np.ndarray:
