@@ -30,6 +30,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 from compare_searchers import cached_runs, drive, evals_to_reach, fingerprint  # noqa: E402
 
 from gpunet.config import group_choice  # noqa: E402
@@ -202,16 +203,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "experiments/results")
     p.add_argument("--prefix", default="nas_macro", help="output names: <prefix>_runs.json, ...")
     p.add_argument("--report-only", action="store_true", help="report the cached runs; run nothing")
+    p.add_argument("--set", nargs="*", default=[], metavar="KNOB=VALUE",
+                   help="override a searcher knob (YAML value) for every searcher that has it, "
+                        "for lever studies (use another --prefix)")
     return p.parse_args(argv)
+
+
+def with_knobs(cfgs: dict[str, dict], assignments: list[str]) -> dict[str, dict]:
+    """The searcher configs with `KNOB=VALUE` applied where the knob exists; an assignment that no
+    searcher has is refused (a misspelt knob would otherwise change nothing, silently)."""
+    cfgs = {s: dict(c) for s, c in cfgs.items()}
+    for assignment in assignments:
+        knob, sep, text = assignment.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {assignment!r}: expected KNOB=VALUE")
+        owners = [s for s, c in cfgs.items() if knob in c]
+        if not owners:
+            raise SystemExit(f"--set {assignment!r}: no searcher of {sorted(cfgs)} has a knob {knob!r}")
+        for s in owners:
+            cfgs[s][knob] = yaml.safe_load(text)
+    return cfgs
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     bench = load_nas_bench_macro(args.benchmarks)
     source = "../shared/benchmarks/nas-bench-macro" if args.benchmarks is None else str(args.benchmarks)
-    cfgs = {
-        s: group_choice("searcher", s) for s in args.searchers
-    }
+    cfgs = with_knobs({s: group_choice("searcher", s) for s in args.searchers}, args.set)
     # the searchers' and the tabular objective's code are part of the key
     bench_id = fingerprint(bench.pool, bench.runs, code_digest(), Path(tabular.__file__).read_bytes())
     grid = [(s, seed, q) for s in args.searchers for q in args.batch_sizes for seed in args.seeds]
