@@ -44,7 +44,8 @@ def test_a_slow_job_does_not_hold_back_the_others(shared, tmp_path):
 def test_failures_are_recorded_and_the_pool_runs_out_cleanly(shared, tmp_path):
     sweep = tmp_path / "s"
     run(search_cmd(shared, sweep, *JOBLIB, "objective=flaky", "searcher=bo", "searcher.n_init=3",
-                   "search.n_trials=12", "search.pool.samples=8", "search.max_failure_rate=1.0"),
+                   "search.n_trials=12", "search.pool.samples=8", "search.max_failure_rate=1.0",
+                   "searcher.n_generated=0"),  # the pool only: it runs out
         tmp_path)
     trials = list(latest(sweep).values())
     assert len(trials) == 8  # the pool holds 8 networks: all of them ran, none twice
