@@ -14,6 +14,10 @@ Usage:
   python experiments/compare_searchers.py --pool tier_1ms.npy  # an (N, 41) tier pool
   python experiments/compare_searchers.py --beyond-pool --tag beyond_pool  # bo, lamcts_bo and
       # tpe may propose any encoding of the space, not only pool rows (issue 12, item 4)
+  python experiments/compare_searchers.py --pool outputs/latency/pools/<tier>.npz \
+      --search-space gpunet/conf/search_space/cpu.yaml --beyond-pool \
+      --tier-table outputs/latency/cpu-onnxruntime-fp32-b1.sqlite --tier-band 0.9 1.1
+      # a search's tier pool, and beyond it only what the tier admits (its latency estimate)
 """
 
 from __future__ import annotations
@@ -71,7 +75,24 @@ def load_pool(pool_path: Path | None, space_cfg: Path) -> tuple[np.ndarray, np.n
         )
         return pool, card, what
     pool = np.load(pool_path)
+    if isinstance(pool, np.lib.npyio.NpzFile):  # a search's cached tier pool (tier_pool)
+        pool = pool["encodings"]
     return pool, card, f"tier pool {pool_path} ({len(pool):,} encodings, space {space_cfg.name})"
+
+
+def tier_test(space_cfg: Path, table_path: Path, band: list[float], num_classes: int):
+    """The tier's admission test as a search makes it: the estimate from this latency table
+    lies in the band (a picklable callable, for the parallel runs)."""
+    from gpunet.latency.estimate import EncodingEstimator
+    from gpunet.latency.table import LatencyTable, stored_contexts
+
+    space = space_from_config(OmegaConf.load(space_cfg))
+    (stored, *others) = stored_contexts(table_path)  # a search's table holds one context
+    if others:
+        raise SystemExit(f"{table_path} holds {1 + len(others)} contexts; give a single-context table")
+    estimate = EncodingEstimator(space, LatencyTable(table_path, stored.context), num_classes)
+    lo, hi = band
+    return lambda encodings: (lambda ms: (ms >= lo) & (ms <= hi))(estimate(encodings))
 
 
 def fingerprint(*parts: Any) -> str:
@@ -104,13 +125,16 @@ def run_one(
     q: int,
     budget: int,
     beyond_pool: bool = False,
+    tier: tuple | None = None,
 ) -> dict[str, Any]:
     """One search: best-so-far after each evaluation, wall time and what the searcher did.
-    `beyond_pool`: the searcher may also propose encodings outside the pool (any of the space)."""
+    `beyond_pool`: the searcher may also propose encodings outside the pool: those the tier
+    admits (`tier`: the arguments of `tier_test`), or any of the space."""
     objective = make_objective(objective_cfg, card)
     searcher = make_searcher(searcher_cfg, pool, card, seed, budget=budget)
     if beyond_pool:
-        searcher.allow_beyond_pool(lambda encodings: np.ones(len(encodings), dtype=bool))
+        searcher.allow_beyond_pool(tier_test(*tier) if tier else
+                                   lambda encodings: np.ones(len(encodings), dtype=bool))
     indices, values, trace, seconds = drive(
         searcher, lambda idx, first: objective(searcher.pool[idx]), budget, q)
     out: dict[str, Any] = {
@@ -395,6 +419,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pool-note", default="", help="how the pool was made, for the report header")
     p.add_argument("--beyond-pool", action="store_true",
                    help="let the searchers propose any encoding of the space, not only pool rows")
+    p.add_argument("--tier-table", type=Path, help="with --beyond-pool: admit only encodings "
+                   "whose estimate with this latency table lies in --tier-band")
+    p.add_argument("--tier-band", type=float, nargs=2, metavar=("LO_MS", "HI_MS"))
+    p.add_argument("--num-classes", type=int, default=10, help="the head the estimate assumes")
     p.add_argument("--tag", default="", help="output names become searchers_<tag>_*")
     p.add_argument("--out", type=Path, default=ROOT / "experiments/results")
     return p.parse_args()
@@ -405,9 +433,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pool, card, pool_line = load_pool(args.pool, args.search_space)
     pool_line += f"; {args.pool_note}" if args.pool_note else ""
+    tier = None
+    if args.tier_table:
+        if not (args.beyond_pool and args.tier_band):
+            raise SystemExit("--tier-table needs --beyond-pool and --tier-band LO_MS HI_MS")
+        tier = (args.search_space, args.tier_table, args.tier_band, args.num_classes)
     if args.beyond_pool:
-        pool_line += ("; --beyond-pool: bo and lamcts_bo may also propose any encoding of the "
-                      "space (children of their best observations), tpe its own samples, so they "
+        pool_line += ("; --beyond-pool: bo and lamcts_bo may also propose "
+                      + (f"encodings whose estimate ({args.tier_table.name}, {args.num_classes} "
+                         f"classes) lies in {args.tier_band[0]}-{args.tier_band[1]} ms"
+                         if tier else "any encoding of the space")
+                      + " (children of their best observations), tpe its own samples, so they "
                       "can pass the pool's best")
     args.prefix = f"searchers_{args.tag}_" if args.tag else "searchers_"
     cfgs = {
@@ -425,9 +461,9 @@ def main() -> None:
     grid.sort(key=lambda t: (t[0] not in ("bo", "lamcts_bo"), t[3] != 1))
     tasks = {
         run_key(s, o, seed, q): (
-            fingerprint(pool_id, cfgs[s], objs[o], seed, q, args.budget, args.beyond_pool),
+            fingerprint(pool_id, cfgs[s], objs[o], seed, q, args.budget, args.beyond_pool, tier),
             run_one,
-            (pool, card, cfgs[s], objs[o], seed, q, args.budget, args.beyond_pool),
+            (pool, card, cfgs[s], objs[o], seed, q, args.budget, args.beyond_pool, tier),
         )
         for s, o, seed, q in grid
     }
