@@ -92,7 +92,12 @@ def tier_test(space_cfg: Path, table_path: Path, band: list[float], num_classes:
         raise SystemExit(f"{table_path} holds {1 + len(others)} contexts; give a single-context table")
     estimate = EncodingEstimator(space, LatencyTable(table_path, stored.context), num_classes)
     lo, hi = band
-    return lambda encodings: (lambda ms: (ms >= lo) & (ms <= hi))(estimate(encodings))
+
+    def admits(encodings: np.ndarray) -> np.ndarray:
+        latencies = estimate(encodings)
+        return (latencies >= lo) & (latencies <= hi)
+
+    return admits
 
 
 def fingerprint(*parts: Any) -> str:

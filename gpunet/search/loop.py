@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from hydra.core.utils import JobReturn, JobStatus
@@ -35,6 +36,9 @@ from gpunet.search.objectives import trains
 from gpunet.search.searchers import make_searcher
 from gpunet.space import space_from_config
 from gpunet.train.loggers import uses_wandb
+
+if TYPE_CHECKING:  # the latency stack is imported where the pool is built, not with the sweeper
+    from gpunet.latency.stratify import Tier
 
 log = logging.getLogger(__name__)
 MEDIAN_STOP_FILE = "median_stop.json"  # the thresholds of median stopping, for the trials' jobs
@@ -56,13 +60,11 @@ class TierPool:
     encodings: np.ndarray  # (M, D) int16
     latencies_ms: np.ndarray  # (M,)
     estimate_ms: Callable[[np.ndarray], np.ndarray] | None = None  # (N, D) -> (N,) estimates
-    band_ms: tuple[float, float] | None = None  # the tier's latency band
+    tier: Tier | None = None  # the latency band the estimates must lie in
 
     def in_tier(self, encodings: np.ndarray) -> np.ndarray:
         """Which encodings the tier admits: their estimate lies in its band."""
-        lo, hi = self.band_ms
-        latencies = self.estimate_ms(encodings)
-        return (latencies >= lo) & (latencies <= hi)
+        return self.tier.holds(self.estimate_ms(encodings))
 
     def row_of(self, trial: Trial) -> int:
         """The pool row a journaled trial was proposed from, checked against its encoding."""
@@ -89,7 +91,7 @@ def load_tier_pool(cfg: DictConfig) -> TierPool:
                                      cache_dir=Path(pool.cache_dir), num_classes=num_classes,
                                      calibrated=calibrated)
     return TierPool(encodings, latencies, EncodingEstimator(space, table, num_classes, calibrated),
-                    tier.band)
+                    tier)
 
 
 def check_journal(cfg: DictConfig, search_dir: Path) -> Journal:
