@@ -121,12 +121,13 @@ def test_a_journaled_trial_must_match_its_pool_row():
         pool.row_of(Trial(0, 0, [1, 0], 1.1, pool_index=0))
 
 
-def test_a_search_journaled_before_n_generated_resumes_with_it_set_to_0():
+@pytest.mark.parametrize(("knob", "value"), [("n_generated", 1000), ("n_screened", 20000)])
+def test_a_search_journaled_before_a_knob_existed_resumes_with_it_set_to_0(knob, value):
     before = {"searcher": {"name": "lamcts_bo", "n_init": 4}, "seed": 0}
-    now = {"searcher": {"name": "lamcts_bo", "n_init": 4, "n_generated": 1000}, "seed": 0}
-    assert differences(before, now) == [("searcher.n_generated", 0, 1000)]
-    with pytest.raises(SearchMismatch, match="searcher.n_generated: 0 in the journal, 1000 now"):
+    now = {"searcher": {"name": "lamcts_bo", "n_init": 4, knob: value}, "seed": 0}
+    assert differences(before, now) == [(f"searcher.{knob}", 0, value)]
+    with pytest.raises(SearchMismatch, match=f"searcher.{knob}: 0 in the journal, {value} now"):
         check_same_search(before, now, "d")
-    check_same_search(before, {**now, "searcher": {**now["searcher"], "n_generated": 0}}, "d")
+    check_same_search(before, {**now, "searcher": {**now["searcher"], knob: 0}}, "d")
     random = {"searcher": {"name": "random"}, "seed": 0}  # no GP step, no such knob
     assert differences(random, random) == []

@@ -26,11 +26,13 @@ CARD = np.array([4, 2, 5, 3, 2, 6])
 # Small, cheap settings so that the real BoTorch/sklearn code runs in milliseconds.
 FAST = {
     "random": {},
-    "bo": {"n_init": 6, "max_train": 24, "fit_maxiter": 5, "n_candidates": 64, "mc_samples": 16},
+    "bo": {"n_init": 6, "max_train": 24, "fit_maxiter": 5, "n_screened": 256, "n_candidates": 64,
+           "mc_samples": 16},
     "lamcts_bo": {
         "n_init": 6,
         "max_train": 24,
         "fit_maxiter": 5,
+        "n_screened": 256,
         "n_candidates": 64,
         "mc_samples": 16,
         "leaf_size": 5,
@@ -123,6 +125,40 @@ def test_gp_searchers_use_the_gp_after_n_init(name: str) -> None:
     run(searcher, 12, 4)
     searcher.propose(4)
     assert searcher.diagnostics["mode"] == "gp"
+
+
+def test_the_screen_passes_the_best_of_many_candidates_to_the_joint_step() -> None:
+    # 8 candidates for qLogNEI after 20 values of a one-peak function: screened from the whole
+    # pool by the GP's analytic log-EI, the proposal of every seed lies in the pool's top 10%;
+    # drawn at random (no screen), some do not (the control: the claim can fail)
+    pool = grid_pool()
+    top = np.quantile(smooth(pool, np.arange(len(pool))), 0.90)
+
+    def in_top(n_screened: int) -> list[bool]:
+        hits = []
+        for seed in range(5):
+            searcher = make_searcher({"name": "bo", **FAST["bo"], "n_candidates": 8,
+                                      "n_screened": n_screened}, pool, CARD, seed)
+            run(searcher, 20, 4)
+            hits.append(bool(smooth(pool, searcher.propose(1))[0] >= top))
+            assert searcher.diagnostics["n_candidates"] == 8
+        return hits
+
+    assert all(in_top(len(pool)))
+    assert not all(in_top(0))
+
+
+def test_no_screen_draws_n_candidates_at_random_as_before_the_screen_existed() -> None:
+    # n_screened 0 and n_screened <= n_candidates both mean: no screen (identity.ADDED_SINCE
+    # resumes searches journaled before the screen with 0), and see exactly n_candidates rows
+    batches = []
+    for n_screened in (0, 64):
+        searcher = make_searcher({"name": "bo", **FAST["bo"], "n_screened": n_screened},
+                                 grid_pool(), CARD, 2)
+        run(searcher, 14, 2)
+        batches.append(searcher.propose(3))
+        assert searcher.diagnostics["n_screened"] == searcher.diagnostics["n_candidates"] == 64
+    np.testing.assert_array_equal(*batches)
 
 
 @pytest.mark.parametrize("name", ["bo", "lamcts_bo"])

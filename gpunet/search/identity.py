@@ -71,7 +71,10 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 # Settings added after searches were journaled, with the value that does what those searches did:
 # a journal without the key reads as that value (resume an older search with it set so).
-ADDED_SINCE = {"searcher.n_generated": 0}  # 0: the pool only (before the search left the pool)
+ADDED_SINCE = {
+    "searcher.n_generated": 0,  # 0: the pool only (before the search left the pool)
+    "searcher.n_screened": 0,  # 0: no analytic screen (before it existed)
+}
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -1,4 +1,5 @@
-"""`bo`: Bayesian optimisation over a pool — GP + qLogNEI scored on a random subset of it."""
+"""`bo`: Bayesian optimisation over a pool — a GP screens a random subset of it by analytic
+log-EI, and joint qLogNEI picks the batch among the best of those."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from gpunet.search.searchers.gp import (
     cap_training_set,
     fit_hyperparameters,
     normalise,
+    screen,
     select_batch,
 )
 
@@ -41,8 +43,13 @@ class BOSearcher(Searcher):
     (all equal) or the GP cannot be fitted; `diagnostics["mode"]` says which happened.
     When the search lets it leave the pool (`allow_beyond_pool`: a latency tier), the GP also
     scores new encodings bred from the best observations (beyond_pool.py): of `n_generated`
-    children, those that are new and admitted, at most half of the `n_candidates` scored (the
-    pool members fill the rest, so the cost per batch stays bounded by `n_candidates`).
+    children, those that are new and admitted, at most half of the candidates seen (the pool
+    members fill the rest).
+    Each GP step sees `n_screened` candidates (random remaining pool members plus the bred ones):
+    the analytic log-EI of the GP keeps the best `n_candidates` of them, and joint qLogNEI (with
+    the pending rows) picks the batch among those; so the cost per batch stays bounded by
+    `n_screened` cheap posteriors and `n_candidates` joint ones. `n_screened: 0` skips the
+    screen: `n_candidates` random candidates go straight to qLogNEI (searches before the screen).
     """
 
     name = "bo"
@@ -95,10 +102,11 @@ class BOSearcher(Searcher):
             self.diagnostics["mode"] = "random-init" if few else "random-flat"
             return rng.choice(candidates, size=q, replace=False), RANDOM_START if few else FALLBACK
         n_scored = max(self.gp.n_candidates, q)
+        n_seen = max(self.gp.n_screened, n_scored)  # 0 (or less than n_scored): no screen
         bred = self._beyond_pool(rng, region)
-        if len(bred) > n_scored // 2:  # the pool keeps at least half of the scored candidates
-            bred = bred[np.sort(rng.choice(len(bred), size=n_scored // 2, replace=False))]
-        n_pool = n_scored - len(bred)
+        if len(bred) > n_seen // 2:  # the pool keeps at least half of the seen candidates
+            bred = bred[np.sort(rng.choice(len(bred), size=n_seen // 2, replace=False))]
+        n_pool = n_seen - len(bred)
         if candidates.size > n_pool:
             candidates = np.sort(rng.choice(candidates, size=n_pool, replace=False))
         _, first = np.unique(self.pool[candidates], axis=0, return_index=True)
@@ -110,19 +118,23 @@ class BOSearcher(Searcher):
         if hyperparameters is None:
             self.diagnostics["mode"] = "random-fit-failed"
             return rng.choice(distinct, size=q, replace=False), FALLBACK
-        positions = select_batch(
-            build_gp(*data, hyperparameters),
-            normalise(np.concatenate([self.pool[distinct], bred]), self.cardinalities),
+        model = build_gp(*data, hyperparameters)
+        seen = normalise(np.concatenate([self.pool[distinct], bred]), self.cardinalities)
+        kept = screen(model, seen, n_scored)
+        positions = kept[select_batch(
+            model,
+            seen[kept],
             normalise(self.pool[self._pending], self.cardinalities),
             q,
             self.gp.mc_samples,
             seed=int(rng.integers(2**31)),
-        )
+        )]
         beyond = positions >= distinct.size
         chosen = distinct[np.minimum(positions, distinct.size - 1)]
         chosen[beyond] = self.add_rows(bred[positions[beyond] - distinct.size])
-        self.diagnostics.update(mode="gp", n_train=len(data[1]), n_candidates=distinct.size,
-                                n_bred=len(bred), n_beyond_pool=int(beyond.sum()))
+        self.diagnostics.update(mode="gp", n_train=len(data[1]), n_screened=len(seen),
+                                n_candidates=len(kept), n_bred=len(bred),
+                                n_beyond_pool=int(beyond.sum()))
         return chosen, by
 
     def _beyond_pool(self, rng: np.random.Generator,

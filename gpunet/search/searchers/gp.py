@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from botorch.acquisition.analytic import _log_ei_helper  # log EI of a standard score, stable
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.exceptions.errors import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
@@ -35,9 +36,10 @@ class GPSettings:
     max_train: int = 128
     fit_maxiter: int = 30
     refit_every: int = 8
-    n_candidates: int = 1000
+    n_candidates: int = 500
     mc_samples: int = 64
     n_generated: int = 1000
+    n_screened: int = 20000
 
     def __post_init__(self) -> None:
         require_ints(
@@ -50,6 +52,7 @@ class GPSettings:
                 "n_candidates": 1,
                 "mc_samples": 1,
                 "n_generated": 0,
+                "n_screened": 0,
             },
         )
 
@@ -105,6 +108,29 @@ def fit_hyperparameters(
             return None
     state = model.state_dict()
     return {k: v for k, v in state.items() if not k.startswith("outcome_transform.")}
+
+
+def screen(model: SingleTaskGP, candidates: np.ndarray, keep: int, chunk: int = 1024) -> np.ndarray:
+    """Positions (ascending) of the `keep` candidates of highest analytic log-EI.
+
+    The joint qLogNEI step costs MC samples x q per candidate, the analytic EI one posterior, so
+    this screen lets the GP look at far more of a region than the joint step could afford; the
+    incumbent is the best posterior mean at the training inputs (the values are noisy).
+    Posteriors go in flat chunks: BoTorch's LogExpectedImprovement wants one batch per point,
+    which recomputes the training kernel for every candidate (7x slower at 20,000).
+    """
+    if len(candidates) <= keep:
+        return np.arange(len(candidates))
+    with torch.no_grad():
+        best = model.posterior(model.train_inputs[0]).mean.max()
+        scores = []
+        for part in torch.as_tensor(candidates, dtype=torch.double).split(chunk):
+            posterior = model.posterior(part)
+            sigma = posterior.variance.clamp_min(1e-12).sqrt().squeeze(-1)
+            mean = posterior.mean.squeeze(-1)
+            scores.append(_log_ei_helper((mean - best) / sigma) + sigma.log())
+    order = np.argsort(-torch.cat(scores).numpy(), kind="stable")
+    return np.sort(order[:keep])
 
 
 def select_batch(

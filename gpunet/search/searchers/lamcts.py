@@ -53,7 +53,7 @@ class LAMCTSSearcher(BOSearcher):
         order = rng.permutation(available)
         limit = min(order.size, max(self.partition.max_scan, q))
         depths: list[np.ndarray] = []
-        wanted = max(self.gp.n_candidates, q)
+        wanted = max(self.gp.n_candidates, self.gp.n_screened, q)
         scanned, n_in_leaf, chunk = 0, 0, 4 * wanted
         while scanned < limit and n_in_leaf < wanted:
             rows = order[scanned : min(scanned + chunk, limit)]
