@@ -121,7 +121,7 @@ def test_a_journaled_trial_must_match_its_pool_row():
         pool.row_of(Trial(0, 0, [1, 0], 1.1, pool_index=0))
 
 
-@pytest.mark.parametrize(("knob", "value"), [("n_generated", 1000), ("n_screened", 20000)])
+@pytest.mark.parametrize(("knob", "value"), [("n_generated", 1000), ("screened_per_row", 1000)])
 def test_a_search_journaled_before_a_knob_existed_resumes_with_it_set_to_0(knob, value):
     before = {"searcher": {"name": "lamcts_bo", "n_init": 4}, "seed": 0}
     now = {"searcher": {"name": "lamcts_bo", "n_init": 4, knob: value}, "seed": 0}

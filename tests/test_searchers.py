@@ -26,13 +26,13 @@ CARD = np.array([4, 2, 5, 3, 2, 6])
 # Small, cheap settings so that the real BoTorch/sklearn code runs in milliseconds.
 FAST = {
     "random": {},
-    "bo": {"n_init": 6, "max_train": 24, "fit_maxiter": 5, "n_screened": 256, "n_candidates": 64,
+    "bo": {"n_init": 6, "max_train": 24, "fit_maxiter": 5, "screened_per_row": 64, "n_candidates": 64,
            "mc_samples": 16},
     "lamcts_bo": {
         "n_init": 6,
         "max_train": 24,
         "fit_maxiter": 5,
-        "n_screened": 256,
+        "screened_per_row": 64,
         "n_candidates": 64,
         "mc_samples": 16,
         "leaf_size": 5,
@@ -134,26 +134,26 @@ def test_the_screen_passes_the_best_of_many_candidates_to_the_joint_step() -> No
     pool = grid_pool()
     top = np.quantile(smooth(pool, np.arange(len(pool))), 0.90)
 
-    def in_top(n_screened: int) -> list[bool]:
+    def in_top(screened_per_row: int) -> list[bool]:
         hits = []
         for seed in range(5):
             searcher = make_searcher({"name": "bo", **FAST["bo"], "n_candidates": 8,
-                                      "n_screened": n_screened}, pool, CARD, seed)
+                                      "screened_per_row": screened_per_row}, pool, CARD, seed)
             run(searcher, 20, 4)
             hits.append(bool(smooth(pool, searcher.propose(1))[0] >= top))
             assert searcher.diagnostics["n_candidates"] == 8
         return hits
 
-    assert all(in_top(len(pool)))
+    assert all(in_top(len(pool)))  # q = 1: the whole pool
     assert not all(in_top(0))
 
 
 def test_no_screen_draws_n_candidates_at_random_as_before_the_screen_existed() -> None:
-    # n_screened 0 and n_screened <= n_candidates both mean: no screen (identity.ADDED_SINCE
-    # resumes searches journaled before the screen with 0), and see exactly n_candidates rows
+    # screened_per_row 0 (identity.ADDED_SINCE resumes searches journaled before the screen with
+    # it), or q x screened_per_row <= n_candidates: no screen, exactly n_candidates random rows
     batches = []
-    for n_screened in (0, 64):
-        searcher = make_searcher({"name": "bo", **FAST["bo"], "n_screened": n_screened},
+    for per_row in (0, 21):
+        searcher = make_searcher({"name": "bo", **FAST["bo"], "screened_per_row": per_row},
                                  grid_pool(), CARD, 2)
         run(searcher, 14, 2)
         batches.append(searcher.propose(3))

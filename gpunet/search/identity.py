@@ -73,7 +73,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 # a journal without the key reads as that value (resume an older search with it set so).
 ADDED_SINCE = {
     "searcher.n_generated": 0,  # 0: the pool only (before the search left the pool)
-    "searcher.n_screened": 0,  # 0: no analytic screen (before it existed)
+    "searcher.screened_per_row": 0,  # 0: no analytic screen (before it existed)
 }
 
 

@@ -45,11 +45,12 @@ class BOSearcher(Searcher):
     scores new encodings bred from the best observations (beyond_pool.py): of `n_generated`
     children, those that are new and admitted, at most half of the candidates seen (the pool
     members fill the rest).
-    Each GP step sees `n_screened` candidates (random remaining pool members plus the bred ones):
-    the analytic log-EI of the GP keeps the best `n_candidates` of them, and joint qLogNEI (with
-    the pending rows) picks the batch among those; so the cost per batch stays bounded by
-    `n_screened` cheap posteriors and `n_candidates` joint ones. `n_screened: 0` skips the
-    screen: `n_candidates` random candidates go straight to qLogNEI (searches before the screen).
+    A GP step for q rows sees `screened_per_row` x q candidates (random remaining pool members
+    plus the bred ones), so a search looks at as many candidates per evaluation whatever its
+    batch size: the analytic log-EI of the GP keeps the best `n_candidates` of them, and joint
+    qLogNEI (with the pending rows) picks the batch among those. The cost per batch is bounded
+    by those cheap posteriors and `n_candidates` joint ones. `screened_per_row: 0` skips the
+    screen: `n_candidates` random candidates go straight to qLogNEI (searches before it).
     """
 
     name = "bo"
@@ -102,7 +103,7 @@ class BOSearcher(Searcher):
             self.diagnostics["mode"] = "random-init" if few else "random-flat"
             return rng.choice(candidates, size=q, replace=False), RANDOM_START if few else FALLBACK
         n_scored = max(self.gp.n_candidates, q)
-        n_seen = max(self.gp.n_screened, n_scored)  # 0 (or less than n_scored): no screen
+        n_seen = max(self.gp.screened_per_row * q, n_scored)  # n_scored: no screen
         bred = self._beyond_pool(rng, region)
         if len(bred) > n_seen // 2:  # the pool keeps at least half of the seen candidates
             bred = bred[np.sort(rng.choice(len(bred), size=n_seen // 2, replace=False))]
@@ -121,14 +122,16 @@ class BOSearcher(Searcher):
         model = build_gp(*data, hyperparameters)
         seen = normalise(np.concatenate([self.pool[distinct], bred]), self.cardinalities)
         kept = screen(model, seen, n_scored)
-        positions = kept[select_batch(
-            model,
-            seen[kept],
-            normalise(self.pool[self._pending], self.cardinalities),
-            q,
-            self.gp.mc_samples,
-            seed=int(rng.integers(2**31)),
-        )]
+        positions = kept  # q >= n_candidates: the screen's best q are the batch
+        if kept.size > q:
+            positions = kept[select_batch(
+                model,
+                seen[kept],
+                normalise(self.pool[self._pending], self.cardinalities),
+                q,
+                self.gp.mc_samples,
+                seed=int(rng.integers(2**31)),
+            )]
         beyond = positions >= distinct.size
         chosen = distinct[np.minimum(positions, distinct.size - 1)]
         chosen[beyond] = self.add_rows(bred[positions[beyond] - distinct.size])

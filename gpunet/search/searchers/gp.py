@@ -39,7 +39,7 @@ class GPSettings:
     n_candidates: int = 500
     mc_samples: int = 64
     n_generated: int = 1000
-    n_screened: int = 20000
+    screened_per_row: int = 1000
 
     def __post_init__(self) -> None:
         require_ints(
@@ -52,7 +52,7 @@ class GPSettings:
                 "n_candidates": 1,
                 "mc_samples": 1,
                 "n_generated": 0,
-                "n_screened": 0,
+                "screened_per_row": 0,
             },
         )
 

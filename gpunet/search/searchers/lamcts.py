@@ -17,7 +17,8 @@ class LAMCTSSearcher(BOSearcher):
     members until `n_init` values are known; then rebuild the partition from all observations,
     pick a leaf by UCB, collect pool members that every SVM on the path puts on the chosen side
     (a random sample of at most `max_scan` pool rows is scanned, vectorised, stopping once
-    `n_candidates` (or q) are found), and let the GP choose the batch among them. If the leaf's
+    `screened_per_row` x q, or `n_candidates`, or q are found), and let the GP step choose the
+    batch among them. If the leaf's
     region holds fewer than q proposable members, the region of the deepest ancestor on the
     path that holds q is used instead (at the root: the whole pool): its rows are `fallback`.
     Encodings bred beyond the pool (when allowed) are kept only inside the region used.
@@ -53,7 +54,7 @@ class LAMCTSSearcher(BOSearcher):
         order = rng.permutation(available)
         limit = min(order.size, max(self.partition.max_scan, q))
         depths: list[np.ndarray] = []
-        wanted = max(self.gp.n_candidates, self.gp.n_screened, q)
+        wanted = max(self.gp.n_candidates, self.gp.screened_per_row * q, q)
         scanned, n_in_leaf, chunk = 0, 0, 4 * wanted
         while scanned < limit and n_in_leaf < wanted:
             rows = order[scanned : min(scanned + chunk, limit)]
