@@ -47,3 +47,11 @@ def test_regular_install_discovers_the_sweeper_and_configs(tmp_path):
                          text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "site-packages/gpunet/conf" in out.stdout
+
+
+def test_joblib_workers_check_memory_instead_of_collecting_garbage_after_every_job():
+    # loky (joblib's process pool) runs gc.collect() after every task unless psutil is
+    # importable: 0.3-0.5 s of idle worker per trial on a 2-core machine (async_schedule.md)
+    from joblib.externals.loky import process_executor
+
+    assert process_executor._USE_PSUTIL

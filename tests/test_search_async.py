@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+from omegaconf import OmegaConf
 from test_search_e2e import TESTS, journal, results, run, search_cmd
 
 pytestmark = pytest.mark.e2e  # the apps run in subprocesses (the e2e marker: pyproject.toml)
@@ -21,11 +22,13 @@ def latest(sweep) -> dict[int, dict]:
     return {line["number"]: line for line in journal(sweep)}
 
 
-def test_a_slow_job_does_not_hold_back_the_others(shared, tmp_path):
+@pytest.mark.parametrize("launcher", ["joblib", "gpunet_joblib"])
+def test_a_slow_job_does_not_hold_back_the_others(shared, tmp_path, launcher):
     sweep = tmp_path / "s"
-    out = run(search_cmd(shared, sweep, *JOBLIB, "objective=timed", "searcher=random",
-                         "search.n_trials=12"), tmp_path)
-    assert "asynchronous: 2 jobs in flight" in out.stdout + out.stderr
+    out = run(search_cmd(shared, sweep, f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2",
+                         "objective=timed", "searcher=random", "search.n_trials=12"), tmp_path)
+    # the batch fills the launcher's 2 workers: a third job waits in its queue
+    assert "asynchronous: 2 jobs in flight, 1 more queued" in out.stdout + out.stderr
     trials = list(latest(sweep).values())
     assert [t["status"] for t in trials] == ["completed"] * 12
     spans = [(t["extra"]["started_at"], t["extra"]["ended_at"]) for t in trials]
@@ -38,7 +41,11 @@ def test_a_slow_job_does_not_hold_back_the_others(shared, tmp_path):
     assert max(sum(step for _, step in events[:i + 1]) for i in range(len(events))) == 2
     jobs = sorted(t["job"] for t in trials)
     assert jobs == list(range(12))
-    assert (sweep / "trials" / "0011" / ".hydra" / "overrides.yaml").exists()
+    for trial in trials:  # each job ran with its own composed config, where Hydra puts it
+        hydra_dir = sweep / "trials" / f"{trial['number']:04d}" / ".hydra"
+        config = OmegaConf.load(hydra_dir / "config.yaml")
+        assert list(config.trial.encoding) == trial["encoding"]
+        assert OmegaConf.load(hydra_dir / "hydra.yaml").hydra.job.num == trial["job"]
 
 
 def test_failures_are_recorded_and_the_pool_runs_out_cleanly(shared, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 pytestmark = pytest.mark.e2e  # the apps run in subprocesses (the e2e marker: pyproject.toml)
 
@@ -91,6 +92,8 @@ def test_a_cpu_search_trains_in_parallel_processes_by_default(shared, tmp_path):
     log = out.stdout + out.stderr
     workers = min(os.cpu_count() or 1, 2)  # joblib over every CPU, at most 8 trials / 4 at once
     assert "Joblib.Parallel(n_jobs=-1" in log
+    launcher = OmegaConf.load(sweep / "trials" / "0000" / ".hydra" / "hydra.yaml").hydra.launcher
+    assert launcher._target_.endswith("GPUNetJoblibLauncher")  # configs composed ahead
     assert f"batch size {workers}" in log
     if workers > 1:
         assert f"asynchronous: {workers} jobs in flight" in log

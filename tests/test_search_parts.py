@@ -184,6 +184,25 @@ def test_batch_size_rule(overrides, batch):
     assert choose_batch_size(compose_search(*overrides))[0] == batch
 
 
+@pytest.mark.parametrize(("overrides", "queues"), [
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "search.n_trials=100"], True),
+    (["hydra/launcher=gpunet_joblib", "hydra.launcher.n_jobs=4", "search.n_trials=100"], True),
+    # the batch (capped at 8 trials / 4 = 2) leaves 2 of the 4 workers free: an extra job would run
+    (["hydra/launcher=gpunet_joblib", "hydra.launcher.n_jobs=4", "search.n_trials=8"], False),
+    # submitit starts every job it is given: an extra one would run beyond the batch
+    (["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=4",
+      "search.n_trials=100"], False),
+])
+def test_only_a_full_joblib_pool_gets_a_job_queued_ahead(overrides, queues):
+    from hydra.utils import instantiate
+
+    from gpunet.search.sweeper import choose_batch_size, queues_ahead
+
+    cfg = compose_search("searcher=random", *overrides)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert queues_ahead(cfg, launcher, choose_batch_size(cfg)[0]) is queues
+
+
 def _hold_trial_lock(directory: str, started, release) -> None:
     from gpunet.search.job import one_job_per_trial
 

@@ -259,17 +259,19 @@ class _SearchRun:
 
 def run_search(cfg: DictConfig, overrides: Sequence[str], search_dir: Path, launcher: Launcher,
                batch_size: int, pool: TierPool | None = None, journal: Journal | None = None,
-               asynchronous: bool = False) -> list[Trial]:
+               asynchronous: bool = False, queue_ahead: bool = False) -> list[Trial]:
     """Run (or resume) one search in `search_dir`; returns every trial, finished or not.
 
     Synchronous: rounds of `batch_size` jobs, each round waiting for its slowest job.
     Asynchronous: `batch_size` jobs in flight; each result is observed as it arrives and one new
-    candidate is proposed with the running ones pending (the paper's server/worker design)."""
+    candidate is proposed with the running ones pending (the paper's server/worker design).
+    `queue_ahead`: the launcher holds jobs beyond `batch_size` in a queue of its own (a fixed pool
+    of workers), so one more job is handed over and starts the moment a worker frees."""
     journal = journal or open_journal(cfg, search_dir)  # before the pool: refused at once
     run = _SearchRun(cfg, overrides, search_dir, pool or load_tier_pool(cfg), journal)
     try:
         if asynchronous:
-            _run_asynchronous(run, launcher, batch_size)
+            _run_asynchronous(run, launcher, batch_size, queue_ahead)
         else:
             _run_synchronous(run, launcher, batch_size)
     finally:
@@ -328,19 +330,24 @@ def _failed_return(err: BaseException) -> JobReturn:
     return ret
 
 
-def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None:
+def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int,
+                      queue_ahead: bool = False) -> None:
     """Keep `workers` jobs in flight. Results that arrive together (while the searcher was busy
     proposing) are all observed before the next proposal, which then fills every free slot at
     once: one searcher step per arrival, not per freed worker, so a searcher slower than the
     arrivals does not fall behind. One candidate is proposed ahead while the jobs run, so the next
     freed worker starts at once instead of waiting for the searcher (it has then seen one result
-    fewer: as if one more job were in flight)."""
+    fewer: as if one more job were in flight). With `queue_ahead` one more job is in flight, in
+    the launcher's own queue: a freed worker then takes it at once, its launch (dispatch to a
+    worker process, and the config it composes) already done, while the candidate proposed ahead
+    becomes the next queued job."""
     results: queue.Queue = queue.Queue()
     waiting = run.interrupted()  # they run again first, pending for the searcher meanwhile
     for trial in waiting:
         run.searcher.mark_pending([run.row_of(trial)])
     ready: list[Trial] = []  # proposed ahead, pending for the searcher, not yet journaled
     in_flight, stopping, exhausted = 0, None, False
+    capacity = workers + int(queue_ahead)  # jobs handed to the launcher: running, or queued there
 
     def propose(q: int) -> list[Trial]:
         nonlocal exhausted
@@ -352,7 +359,7 @@ def _run_asynchronous(run: _SearchRun, launcher: Launcher, workers: int) -> None
         return batch
 
     while True:
-        free = min(workers - in_flight, run.n_trials - run.finished - in_flight)
+        free = min(capacity - in_flight, run.n_trials - run.finished - in_flight)
         if stopping is None and free > 0:
             batch, waiting = waiting[:free], waiting[free:]
             batch, ready = batch + ready[:free - len(batch)], ready[free - len(batch):]

@@ -88,6 +88,16 @@ def is_asynchronous(cfg: DictConfig, launcher: Any) -> bool:
     return setting
 
 
+def queues_ahead(cfg: DictConfig, launcher: Any, batch_size: int) -> bool:
+    """Whether the launcher can hold one job beyond the batch without running it at once.
+    The joblib launchers (Hydra's, and gpunet_joblib) run every job on one fixed pool of n_jobs
+    worker processes (loky's), so when the batch fills it, a job launched early waits in that
+    pool's queue and starts the moment a worker frees, its dispatch (and with gpunet_joblib its
+    config) already done. Others (submitit, Ray) would start it at once, beyond the batch."""
+    joblib = any(kind.__name__ == "JoblibLauncher" for kind in type(launcher).__mro__)
+    return joblib and batch_size == launcher_parallelism(cfg.hydra.launcher)
+
+
 def _user_set_sweep_dir(config: DictConfig) -> bool:
     return any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra)
 
@@ -143,6 +153,7 @@ class SearchSweeper(Sweeper):
             self.current_dir = search_dir
             batch, why = choose_batch_size(cfg)
             asynchronous = is_asynchronous(cfg, self.launcher)
+            queue_ahead = asynchronous and queues_ahead(cfg, self.launcher, batch)
             check_journal(cfg, search_dir)  # refuses another search's directory, before any build
             pool = load_tier_pool(cfg)  # an empty tier or a bad table leaves no directory behind
             search_dir.mkdir(parents=True, exist_ok=True)
@@ -152,13 +163,15 @@ class SearchSweeper(Sweeper):
                 self.config.hydra.sweep.dir = str(search_dir)  # configured sweep dir: this one
             log.info("search%s in %s: batch size %d (%s), %s",  # a grid's points say which they are
                      f" {point.label}" if len(points) > 1 else "", search_dir, batch, why,
-                     f"asynchronous: {batch} jobs in flight" if asynchronous else "synchronous rounds")
+                     f"asynchronous: {batch} jobs in flight{', 1 more queued' if queue_ahead else ''}"
+                     if asynchronous else "synchronous rounds")
             outputs = OutputSettings.from_config(cfg)
             n_trials, training = int(cfg.search.n_trials), trains(cfg.objective)
             hub = {"objective": str(cfg.objective.name), "trains": training, "hub_add": bool(cfg.hub.add)}
             try:
                 trials = run_search(cfg, point.overrides, search_dir, self.launcher, batch,
-                                    pool=pool, journal=journal, asynchronous=asynchronous)
+                                    pool=pool, journal=journal, asynchronous=asynchronous,
+                                    queue_ahead=queue_ahead)
             except TooManyFailures as stop:
                 best = write_outputs(search_dir, stop.trials, outputs, self.launcher,
                                      point.overrides)  # keep what ran
