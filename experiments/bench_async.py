@@ -54,7 +54,7 @@ def run_search(out_dir: Path, asynchronous: bool, seed: int, args: argparse.Name
     sweep = out_dir / f"{'async' if asynchronous else 'sync'}-s{seed}"
     cmd = [sys.executable, "-m", "gpunet.search", "objective=ackley",
            "++objective._target_=bench_async.slow_ackley", f"searcher={args.searcher}",
-           "hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.workers}",
+           f"hydra/launcher={args.launcher}", f"hydra.launcher.n_jobs={args.workers}",
            f"search.n_trials={args.trials}", f"search.asynchronous={str(asynchronous).lower()}",
            f"seed={seed}", f"hydra.sweep.dir={sweep}", "hub.add=false"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--searcher", default="lamcts_bo")
+    parser.add_argument("--launcher", default="gpunet_joblib", choices=["gpunet_joblib", "joblib"],
+                        help="gpunet_joblib (device=cpu's default) or Hydra's own joblib launcher")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,7 @@ def main() -> None:
                       "median_best": float(np.median([f["best"] for f in runs.values()]))}
                for mode, runs in figures.items()}
     result = {"setting": {"workers": args.workers, "trials": args.trials, "seeds": args.seeds,
-                          "searcher": args.searcher, "launcher": "joblib",
+                          "searcher": args.searcher, "launcher": args.launcher,
                           "durations": f"lognormal, median {MEDIAN_S} s, sigma {SIGMA}, fixed per candidate",
                           "objective": "ackley (cpu space, 1ms tier)", "cpus": os.cpu_count()},
               "summary": summary,
@@ -171,7 +173,8 @@ def main() -> None:
                            for s, f in runs.items()} for m, runs in figures.items()}}
     (args.out / "async_schedule.json").write_text(json.dumps(result, indent=2))
     lines = ["# Synchronous rounds vs asynchronous steady state", "",
-             f"{args.workers} joblib workers, {args.trials} trials, searcher {args.searcher}, "
+             f"{args.workers} workers of hydra/launcher={args.launcher}, {args.trials} trials, "
+             f"searcher {args.searcher}, "
              f"seeds {args.seeds}; {result['setting']['durations']}; Ackley over the CPU space's 1 ms "
              "tier. Utilisation = busy worker-seconds / (workers x wall), wall from the first job's "
              "start to the last result. Written by experiments/bench_async.py.", "",
