@@ -84,6 +84,7 @@ def tier_test(space_cfg: Path, table_path: Path, band: list[float], num_classes:
     """The tier's admission test as a search makes it: the estimate from this latency table
     lies in the band (a picklable callable, for the parallel runs)."""
     from gpunet.latency.estimate import EncodingEstimator
+    from gpunet.latency.stratify import Tier
     from gpunet.latency.table import LatencyTable, stored_contexts
 
     space = space_from_config(OmegaConf.load(space_cfg))
@@ -92,10 +93,10 @@ def tier_test(space_cfg: Path, table_path: Path, band: list[float], num_classes:
         raise SystemExit(f"{table_path} holds {1 + len(others)} contexts; give a single-context table")
     estimate = EncodingEstimator(space, LatencyTable(table_path, stored.context), num_classes)
     lo, hi = band
+    tier = Tier("band", (lo + hi) / 2, (hi - lo) / 2)
 
     def admits(encodings: np.ndarray) -> np.ndarray:
-        latencies = estimate(encodings)
-        return (latencies >= lo) & (latencies <= hi)
+        return tier.holds(estimate(encodings))
 
     return admits
 
