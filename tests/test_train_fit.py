@@ -67,8 +67,10 @@ def test_a_run_saves_its_curve_and_resumes_where_it_stopped(tmp_path, config) ->
 
 
 def test_the_proxy_trains_at_a_fraction_of_the_resolution_and_caps_its_epochs(tmp_path, config) -> None:
-    cfg = config("recipe.epochs=2", "recipe.train_batches_per_epoch=3")  # fake data: 64 images, batch 16
-    assert cfg.recipe.name == "proxy" and cfg.recipe.resolution_scale == 0.5
+    assert config().recipe.resolution_scale == 1.0  # the default proxy trains at full resolution
+    # fake data: 64 images, batch 16
+    cfg = config("recipe.epochs=2", "recipe.train_batches_per_epoch=3", "recipe.resolution_scale=0.5")
+    assert cfg.recipe.name == "proxy"
     assert training_resolution(TINY.resolution, cfg.data, cfg.recipe) == 16
     assert training_resolution(48, cfg.data, cfg.recipe) == 24
     assert training_resolution(48, OmegaConf.create({"resolution": 40}), cfg.recipe) == 40  # data's wins
@@ -179,7 +181,7 @@ def test_mixed_precision_training_on_a_gpu(tmp_path, config) -> None:
 
 def test_a_timm_baseline_trains_with_the_candidates_recipe_and_reloads(tmp_path, config) -> None:
     """Table-3 baselines (timm's hand-designed networks) go through the same fit as a candidate:
-    the proxy's half resolution, its BatchNorm momentum, and a checkpoint that names the network."""
+    the proxy's resolution scale, its BatchNorm momentum, and a checkpoint that names the network."""
     network = TimmNetwork("mobilenetv3_small_050", 32)
     cfg = config("recipe.epochs=1", "recipe.train_batches_per_epoch=2")
     result = fit_candidate(cfg, network, tmp_path)
