@@ -18,7 +18,7 @@ from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 from gpunet.train import fit_candidate
 from gpunet.train.callbacks import MedianThresholds
 from gpunet.train.module import CandidateModule
-from gpunet.train.run import training_resolution
+from gpunet.train.run import TrainSettings, training_resolution
 
 TINY = NetworkSpec(32, (LayerSpec("conv", 3, 8, 2, 3, "swish"),
                         LayerSpec("fused_irb", 8, 16, 2, 3, "relu", 2.0),
@@ -68,6 +68,8 @@ def test_a_run_saves_its_curve_and_resumes_where_it_stopped(tmp_path, config) ->
 
 def test_the_proxy_trains_at_a_fraction_of_the_resolution_and_caps_its_epochs(tmp_path, config) -> None:
     assert config().recipe.resolution_scale == 1.0  # the default proxy trains at full resolution
+    assert TrainSettings.from_config(config()).channels_last  # the CPU device trains NHWC
+    assert not TrainSettings.from_config(config("device=h100")).channels_last
     # fake data: 64 images, batch 16
     cfg = config("recipe.epochs=2", "recipe.train_batches_per_epoch=3", "recipe.resolution_scale=0.5")
     assert cfg.recipe.name == "proxy"

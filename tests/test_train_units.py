@@ -78,6 +78,27 @@ def test_every_batchnorm_of_the_candidate_has_the_recipes_momentum(recipe, small
     assert norms and {m.momentum for m in norms} == {recipe.bn_momentum}
 
 
+def test_channels_last_trains_the_same_network_in_nhwc(small_spec) -> None:
+    """The device's memory format moves the weights and each batch to NHWC and changes nothing
+    else: same weights, same outputs (up to float rounding), same state_dict keys."""
+    torch.manual_seed(0)
+    plain = CandidateModule(small_spec, 10, PROXY)
+    nhwc = CandidateModule(small_spec, 10, PROXY, channels_last=True)
+    nhwc.load_state_dict(plain.state_dict())
+    # (a 1x1 or depthwise kernel is both NCHW- and NHWC-contiguous: only the others tell them apart)
+    convs = [m.weight for m in nhwc.model.modules()
+             if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) and m.weight.shape[1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                         for w in convs)
+    x, y = torch.randn(4, 3, small_spec.resolution, small_spec.resolution), torch.arange(4)
+    batch = nhwc.on_after_batch_transfer((x, y), 0)
+    assert batch[0].is_contiguous(memory_format=torch.channels_last) and not batch[0].is_contiguous()
+    assert plain.on_after_batch_transfer((x, y), 0)[0].is_contiguous()
+    plain.eval(), nhwc.eval()
+    torch.testing.assert_close(nhwc(batch[0]), plain(x), rtol=1e-4, atol=1e-5)
+    assert nhwc.state_dict().keys() == plain.state_dict().keys()
+
+
 def test_precision_comes_from_the_device_when_the_recipe_uses_amp() -> None:
     gpu = OmegaConf.create({"train_precision": "16-mixed"})
     assert precision(GPUNET, gpu) == "16-mixed"

@@ -73,10 +73,11 @@ def network_from_dict(data: dict) -> NetworkSpec | TimmNetwork:
 
 class CandidateModule(L.LightningModule):
     """Trains `spec` (a candidate, or a timm baseline) with `recipe`; `spec` and `recipe` may also
-    be plain dicts (checkpoint reload)."""
+    be plain dicts (checkpoint reload). `channels_last` trains in NHWC memory format, a speed
+    setting of the device (not saved: the weights are the same either way)."""
 
     def __init__(self, spec: NetworkSpec | TimmNetwork | dict, num_classes: int,
-                 recipe: DictConfig | dict) -> None:
+                 recipe: DictConfig | dict, channels_last: bool = False) -> None:
         super().__init__()
         spec = network_from_dict(spec) if isinstance(spec, dict) else spec
         recipe = OmegaConf.create(recipe) if isinstance(recipe, dict) else recipe
@@ -87,6 +88,8 @@ class CandidateModule(L.LightningModule):
                                  drop_path_rate=recipe.drop_path,
                                  # checkpoints written before the recipe had the key: timm's default
                                  bn_momentum=recipe.get("bn_momentum", BN_MOMENTUM))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.ema = FrozenEma(self.model, recipe.ema_decay) if recipe.ema else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.smoothing)
         self.val_criterion = nn.CrossEntropyLoss()
@@ -102,6 +105,10 @@ class CandidateModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.eval_model(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        return x.contiguous(memory_format=self.memory_format), y
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -92,6 +92,7 @@ class TrainSettings:
     early_stop: EarlyStop | None = None
     best_weights: bool = True  # also keep best.pth
     run_config: dict[str, Any] = field(default_factory=dict)  # what the loggers record
+    channels_last: bool = False  # the device's memory format for training (speed only)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TrainSettings:
@@ -101,7 +102,8 @@ class TrainSettings:
         return cls(cfg.data, cfg.recipe, cfg.logger, str(cfg.device.accelerator),
                    precision(cfg.recipe, cfg.device), int(cfg.seed),
                    OmegaConf.to_container(cfg.trainer, resolve=True), early,
-                   bool(cfg.get("best_weights", True)), OmegaConf.to_container(cfg, resolve=True))
+                   bool(cfg.get("best_weights", True)), OmegaConf.to_container(cfg, resolve=True),
+                   bool(cfg.device.get("channels_last", False)))
 
 
 def build_callbacks(settings: TrainSettings, output_dir: Path) -> tuple[CurveRecorder, MedianStopping | None,
@@ -159,7 +161,7 @@ def fit(settings: TrainSettings, spec: NetworkSpec | TimmNetwork,
     resolution = training_resolution(spec.resolution, settings.data, settings.recipe)
     datamodule = build_datamodule(settings.data, settings.recipe, resolution,
                                   pin_memory=settings.accelerator == "gpu")
-    module = CandidateModule(spec, datamodule.num_classes, settings.recipe)
+    module = CandidateModule(spec, datamodule.num_classes, settings.recipe, settings.channels_last)
     recorder, stopper, clock, callbacks = build_callbacks(settings, output_dir)
     run_config = {**settings.run_config, "spec": spec.to_dict(), "resolution": resolution}
     loggers = build_loggers(settings.logger, output_dir, run_config, spec.name or output_dir.name)
