@@ -90,12 +90,12 @@ def test_channels_last_trains_the_same_network_in_nhwc(small_spec) -> None:
              if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) and m.weight.shape[1] > 1]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
                          for w in convs)
-    x, y = torch.randn(4, 3, small_spec.resolution, small_spec.resolution), torch.arange(4)
-    batch = nhwc.on_after_batch_transfer((x, y), 0)
-    assert batch[0].is_contiguous(memory_format=torch.channels_last) and not batch[0].is_contiguous()
-    assert plain.on_after_batch_transfer((x, y), 0)[0].is_contiguous()
+    x = torch.randn(4, 3, small_spec.resolution, small_spec.resolution)
+    nhwc_x = nhwc.in_memory_format(x)
+    assert nhwc_x.is_contiguous(memory_format=torch.channels_last) and not nhwc_x.is_contiguous()
+    assert plain.in_memory_format(x).is_contiguous()
     plain.eval(), nhwc.eval()
-    torch.testing.assert_close(nhwc(batch[0]), plain(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(nhwc(nhwc_x), plain(x), rtol=1e-4, atol=1e-5)
     assert nhwc.state_dict().keys() == plain.state_dict().keys()
 
 

@@ -106,13 +106,14 @@ class CandidateModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.eval_model(x)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        x, y = batch
-        return x.contiguous(memory_format=self.memory_format), y
+    def in_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the weights' memory format (in the steps, not Lightning's batch-transfer hook,
+        which warns on every run when the data comes from a LightningDataModule)."""
+        return x.contiguous(memory_format=self.memory_format)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.criterion(self.model(x), y)
+        loss = self.criterion(self.model(self.in_memory_format(x)), y)
         # every rank stops at the same step (one rank alone would leave the others waiting)
         if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
             raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, "
@@ -129,7 +130,7 @@ class CandidateModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits = self.eval_model(x)
+        logits = self.eval_model(self.in_memory_format(x))
         self.val_metrics.update(logits, y)
         # torchmetrics reduces the metrics over ranks when they are computed; the loss needs sync_dist
         self.log("val/loss", self.val_criterion(logits, y), on_epoch=True, sync_dist=True)
