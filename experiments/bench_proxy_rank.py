@@ -93,14 +93,14 @@ def report(dataset: str, runs: list[tuple[list[dict], list[dict]]], proxy_extra:
     """runs: per candidate, its proxy trainings (seeds 0..) and its reference trainings (seeds 0..).
     The headline is proxy seed 0's; each further proxy seed is one more draw of what a search sees."""
     pairs = [(proxies[0], refs) for proxies, refs in runs]
-    proxy = np.array([p["best_top1"] for p, _ in pairs])
+    proxy_top1 = np.array([[p["best_top1"] for p in proxies] for proxies, _ in runs])
+    proxy = proxy_top1[:, 0]
     ref_top1 = np.array([[r["best_top1"] for r in refs] for _, refs in pairs])
     ref = ref_top1.mean(axis=1)
     n_seeds = ref_top1.shape[1]
     rho, tau = spearmanr(proxy, ref).statistic, kendalltau(proxy, ref).statistic
     low, high = bootstrap_spearman(proxy, ref)
     ceiling = self_agreement(ref_top1)
-    proxy_top1 = np.array([[p["best_top1"] for p in proxies] for proxies, _ in runs])
     by_proxy_seed = [float(spearmanr(proxy_top1[:, s], ref).statistic) for s in range(proxy_top1.shape[1])]
     signal = signal_to_noise(proxy_top1)
     best_ref = int(np.argmax(ref))
