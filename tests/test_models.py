@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from gpunet.models import GPUNet, build_model, export_onnx, resolve_spec, spec_cost
+from gpunet.models.baseline import TimmNetwork
 from gpunet.space import encoding_to_spec, released_spec, save_spec
 from gpunet.space.spec import NetworkSpec
 
@@ -165,3 +166,20 @@ def test_onnx_export_gets_a_normal_files_mode(small_spec, tmp_path):
     path = export_onnx(build_model(small_spec), tmp_path / "m.onnx", (1, 3, 40, 40))
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "reference").stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "reference"]  # no temp file left
+
+
+@pytest.mark.parametrize("network", ["gpunet_0", "mobilenetv3_large_100"])
+def test_ten_class_networks_start_at_chance_loss(network):
+    """TF's classifier init (bound 1/sqrt(classes)) made a fresh 10-class network's loss 5-7:
+    a short proxy run spent its first epoch undoing it. Searched and baseline networks now start
+    near ln(10), as a 1000-class network does with TF's init."""
+    if network.startswith("gpunet"):
+        released = released_spec(network)
+        model = build_model(NetworkSpec(64, released.layers, released.head), num_classes=10)
+    else:
+        model = build_model(TimmNetwork(network, 64), num_classes=10)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        logits = model.train()(torch.randn(32, 3, 64, 64))
+    loss = nn.functional.cross_entropy(logits, torch.randint(0, 10, (32,)))
+    assert abs(loss.item() - np.log(10)) < 0.3

@@ -15,6 +15,7 @@ import timm
 from torch import nn
 
 from gpunet.errors import ConfigError
+from gpunet.models.init import reset_classifier_init
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class TimmNetwork:
     def build(self, num_classes: int = 1000, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
               bn_momentum: float | None = None) -> nn.Module:
         """Randomly initialised (no pretrained weights: a candidate starts from none either), with
-        the recipe's BatchNorm momentum on every BatchNorm layer, as a candidate's."""
+        the recipe's BatchNorm momentum on every BatchNorm layer and a candidate's classifier init."""
         kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
         model = timm.create_model(self.model, pretrained=False, num_classes=num_classes,
                                   drop_rate=drop_rate, **kwargs)
@@ -43,6 +44,7 @@ class TimmNetwork:
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = bn_momentum
+        reset_classifier_init(model)
         return model
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from timm.models._efficientnet_builder import efficientnet_init_weights
 from torch import nn
 
 from gpunet.models.baseline import TimmNetwork
+from gpunet.models.init import reset_classifier_init
 from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 
 BN_EPS = 1e-3
@@ -94,6 +95,7 @@ class GPUNet(nn.Module):
         self.conv_head, self.bn2, self.global_pool, self.classifier = build_head(
             spec.head, global_pool, bn_momentum)
         efficientnet_init_weights(self)  # timm's (TF EfficientNet's): depthwise fan-out / groups
+        reset_classifier_init(self)
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
