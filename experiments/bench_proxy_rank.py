@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data_signal import DATASETS, ROOT, recipe_words, train  # noqa: E402
+from bench_data_signal import DATASETS, ROOT, pooled_std, recipe_words, train  # noqa: E402
 
 from gpunet.console import setup as setup_console  # noqa: E402
 from gpunet.files import save_figure, write_json, write_text  # noqa: E402
@@ -84,7 +84,7 @@ def signal_to_noise(top1: np.ndarray) -> dict | None:
     candidate (one candidate's 3 seeds, as bench_data_signal has, is a poor estimate of it)."""
     if top1.shape[1] < 2:
         return None
-    cands, seeds = float(np.std(top1[:, 0], ddof=1)), float(np.sqrt(np.var(top1, axis=1, ddof=1).mean()))
+    cands, seeds = float(np.std(top1[:, 0], ddof=1)), pooled_std(top1.tolist())
     return {"candidates_std": cands, "seeds_std": seeds, "ratio": cands / seeds}
 
 
