@@ -243,3 +243,22 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
         os.umask(umask)
     assert [oct(p.stat().st_mode & 0o777) for p in written] == ["0o644", "0o644"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png", "r.json"]  # no temp files left
+
+
+def test_a_search_of_another_recipe_replaces_the_hub_entry_and_says_why(tmp_path, table1):
+    """Top-1s of two recipes are not comparable: a 3-epoch proxy's 0.94 is not better than a
+    longer recipe's 0.90, nor is a lower figure under another recipe worse."""
+    spec = encoding_to_spec(table1, [0] * 41, num_classes=10)
+    best = {"val_top1": 0.9, "resolution": spec.resolution, "measured_latency_ms": 1.0,
+            "est_latency_ms": 1.0, "params": 1, "macs": 2, "encoding": [0] * 41, "spec": spec.to_dict()}
+
+    def origin(recipe: str) -> SearchOrigin:
+        return SearchOrigin("gpunet", "cpu", "1ms", "digits", "onnxruntime", recipe)
+
+    add_search_result(best, origin("proxy-aaa"), tmp_path)
+    assert add_search_result({**best, "val_top1": 0.8}, origin("proxy-aaa"), tmp_path).action == "kept"
+    update = add_search_result({**best, "val_top1": 0.8}, origin("proxy-bbb"), tmp_path)
+    assert update.action == "replaced" and update.entry.top1 == 0.8
+    assert "recipe proxy-aaa" in update.reason and "with proxy-bbb" in update.reason
+    [entry] = [e for e in load_hub(tmp_path) if e.source == "search"]
+    assert entry.details["recipe"] == "proxy-bbb" and entry.top1 == 0.8

@@ -84,13 +84,15 @@ class HubUpdate:
 @dataclass(frozen=True)
 class SearchOrigin:
     """Where a search's best network comes from: what names its hub entry (search space, device,
-    tier, dataset) and the latency backend that timed it."""
+    tier, dataset), the latency backend that timed it and the recipe its top-1 was trained with
+    (its name and a hash of its settings: top-1s of two recipes are not comparable)."""
 
     search_space: str
     device: str
     tier: str
     dataset: str
     backend: str
+    recipe: str | None = None
 
     @property
     def entry_name(self) -> str:
@@ -99,8 +101,9 @@ class SearchOrigin:
 
 def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Path) -> HubUpdate:
     """Put a search's best network (best.yaml's content) in the hub at `directory`, replacing the
-    entry of the same (search space, device, tier, dataset) only when the new one is more
-    accurate; returns what was done."""
+    entry of the same (search space, device, tier, dataset) when the new one is more accurate or
+    was trained with another recipe (its top-1 then says nothing about the entry's); returns what
+    was done."""
     name = origin.entry_name
     # the measured end-to-end latency; the table's estimate when it could not be measured
     measured = best.get("measured_latency_ms")
@@ -113,10 +116,11 @@ def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Pat
                               "latency_source": "measured" if measured is not None else "estimate",
                               "backend": origin.backend, "params": best["params"],
                               "macs": best["macs"], "encoding": best["encoding"],
-                              "search_space": origin.search_space})
+                              "search_space": origin.search_space, "recipe": origin.recipe})
     entries = _read(directory / "hub.yaml")
     current = next((e for e in entries if e.name == name), None)
-    if current is not None and (current.top1 or 0.0) >= entry.top1:
+    same_recipe = current is not None and current.details.get("recipe") == origin.recipe
+    if current is not None and same_recipe and (current.top1 or 0.0) >= entry.top1:
         return HubUpdate("kept", current, f"the hub's {name} has top-1 {current.top1 or 0.0:.4f} >= "
                                           f"{entry.top1:.4f}")
     spec = NetworkSpec.from_dict({**best["spec"], "name": name})
@@ -130,6 +134,11 @@ def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Pat
     if current is None:
         return HubUpdate("added", entry,
                          f"{name} (top-1 {entry.top1:.4f}) is new in {directory / 'hub.yaml'}")
+    if not same_recipe:
+        return HubUpdate("replaced", entry, f"{name}: the previous entry (top-1 {current.top1 or 0.0:.4f}) "
+                                            f"was trained with recipe {current.details.get('recipe')}, "
+                                            f"this one (top-1 {entry.top1:.4f}) with {origin.recipe}: "
+                                            "top-1s of two recipes are not compared; the newer replaces it")
     return HubUpdate("replaced", entry, f"{name}: top-1 {entry.top1:.4f} > the previous "
                                         f"{current.top1 or 0.0:.4f}")
 

@@ -19,8 +19,10 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gpunet.checks import check_search
+from gpunet.config import plain
 from gpunet.errors import ConfigError
 from gpunet.search.grid import GridPoint, grid_label, grid_points
+from gpunet.search.identity import fingerprint
 from gpunet.search.loop import TooManyFailures, check_journal, load_tier_pool, open_journal, run_search
 from gpunet.search.objectives import trains
 from gpunet.search.outputs import OutputSettings, write_comparison, write_outputs
@@ -189,7 +191,8 @@ class SearchSweeper(Sweeper):
                 from gpunet.hub.entries import SearchOrigin, add_search_result
 
                 origin = SearchOrigin(str(cfg.search_space.name), str(cfg.device.name), str(cfg.tier.name),
-                                      str(cfg.data.name), str(cfg.latency.name))
+                                      str(cfg.data.name), str(cfg.latency.name),
+                                      f"{cfg.recipe.name}-{fingerprint(plain(cfg.recipe))}")
                 update = add_search_result(best, origin, Path(cfg.hub.dir).expanduser())
             report(search_dir, format_summary(search_dir, trials, n_trials, outputs.metric, best,
                                               hub_line(best, **hub, update=update)))
