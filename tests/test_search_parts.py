@@ -252,13 +252,15 @@ def test_a_search_of_another_recipe_replaces_the_hub_entry_and_says_why(tmp_path
     best = {"val_top1": 0.9, "resolution": spec.resolution, "measured_latency_ms": 1.0,
             "est_latency_ms": 1.0, "params": 1, "macs": 2, "encoding": [0] * 41, "spec": spec.to_dict()}
 
-    def origin(recipe: str) -> SearchOrigin:
+    def origin(recipe: str | None) -> SearchOrigin:
         return SearchOrigin("gpunet", "cpu", "1ms", "digits", "onnxruntime", recipe)
 
-    add_search_result(best, origin("proxy-aaa"), tmp_path)
+    add_search_result(best, origin(None), tmp_path)  # an entry from before recipes were recorded
+    update = add_search_result(best, origin("proxy-aaa"), tmp_path)
+    assert update.action == "replaced" and "with an unrecorded recipe" in update.reason
     assert add_search_result({**best, "val_top1": 0.8}, origin("proxy-aaa"), tmp_path).action == "kept"
     update = add_search_result({**best, "val_top1": 0.8}, origin("proxy-bbb"), tmp_path)
     assert update.action == "replaced" and update.entry.top1 == 0.8
-    assert "recipe proxy-aaa" in update.reason and "with proxy-bbb" in update.reason
+    assert "with recipe proxy-aaa" in update.reason and "with recipe proxy-bbb" in update.reason
     [entry] = [e for e in load_hub(tmp_path) if e.source == "search"]
     assert entry.details["recipe"] == "proxy-bbb" and entry.top1 == 0.8

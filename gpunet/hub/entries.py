@@ -135,12 +135,18 @@ def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Pat
         return HubUpdate("added", entry,
                          f"{name} (top-1 {entry.top1:.4f}) is new in {directory / 'hub.yaml'}")
     if not same_recipe:
+        before, now = _recipe_words(current.details.get("recipe")), _recipe_words(origin.recipe)
         return HubUpdate("replaced", entry, f"{name}: the previous entry (top-1 {current.top1 or 0.0:.4f}) "
-                                            f"was trained with recipe {current.details.get('recipe')}, "
-                                            f"this one (top-1 {entry.top1:.4f}) with {origin.recipe}: "
-                                            "top-1s of two recipes are not compared; the newer replaces it")
+                                            f"was trained with {before}, this one (top-1 {entry.top1:.4f}) "
+                                            f"with {now}: top-1s of two recipes are not compared; the newer "
+                                            "replaces it")
     return HubUpdate("replaced", entry, f"{name}: top-1 {entry.top1:.4f} > the previous "
                                         f"{current.top1 or 0.0:.4f}")
+
+
+def _recipe_words(recipe: str | None) -> str:
+    """How a summary names an entry's recipe (entries written before recipes were recorded have none)."""
+    return "an unrecorded recipe" if recipe is None else f"recipe {recipe}"
 
 
 def query(entries: list[HubEntry], device: str | None = None, budget_ms: float | None = None,
