@@ -170,8 +170,19 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+def kill(proc: subprocess.Popen) -> str:
+    """`kill PID` (SIGTERM to the search's process alone, as `timeout`, a container stop or a
+    cluster's preemption send it): the same resume line as Ctrl-C, exit 143 (128 + SIGTERM)."""
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (out + err)[-3000:]
+    assert "Traceback" not in out + err, (out + err)[-3000:]
+    return out + err
+
+
 @pytest.mark.e2e
-def test_ctrl_c_of_an_asynchronous_search_stops_its_workers(shared, tmp_path):
+@pytest.mark.parametrize("stop", [ctrl_c, kill], ids=["ctrl_c", "kill"])
+def test_stopping_an_asynchronous_search_stops_its_workers(shared, tmp_path, stop):
     sweep = tmp_path / "s"
     proc = launch(search_cmd(shared, sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                              "objective=timed", "searcher=random", "search.n_trials=40"), tmp_path)
@@ -179,7 +190,7 @@ def test_ctrl_c_of_an_asynchronous_search_stops_its_workers(shared, tmp_path):
         t["status"] == "running" for t in latest(sweep).values()), "2 trials completed, 1 running")
     workers = children_of(proc.pid)
     assert workers
-    text = ctrl_c(proc)
+    text = stop(proc)
     assert_one_resume_line(text, sweep)
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:

@@ -1,6 +1,6 @@
-"""Ctrl-C during a search, kept as a flag as well as an exception.
+"""Ctrl-C (or SIGTERM) during a search, kept as a flag as well as an exception.
 
-While the sweeper runs, SIGINT raises `SearchInterrupted` (see gpunet.search.summary). Library
+While the sweeper runs, SIGINT and SIGTERM raise `SearchInterrupted` (see gpunet.search.summary). Library
 code that the signal can land in may turn it into an ordinary error: Hydra's config composition
 of a job (the basic launcher composes in the sweeper's process) re-raises anything as a
 ConfigCompositionException, which the search would record as a failed trial and go on. The flag
@@ -13,7 +13,7 @@ import threading
 
 
 class SearchInterrupted(BaseException):
-    """SIGINT (Ctrl-C) while a search runs. Not a KeyboardInterrupt: Lightning, training in the
+    """SIGINT (Ctrl-C) or SIGTERM while a search runs. Not a KeyboardInterrupt: Lightning, training in the
     sweeper's process, turns that into its own message and exit(1); this it re-raises."""
 
 
@@ -21,7 +21,7 @@ _requested = threading.Event()
 
 
 def interrupt() -> None:
-    """Record a Ctrl-C and raise it (the SIGINT handler)."""
+    """Record a Ctrl-C or SIGTERM and raise it (the handler of both)."""
     _requested.set()
     raise SearchInterrupted
 

@@ -6,9 +6,9 @@ the trials by status, who proposed them (how many the searcher's model chose), t
 results.csv and the plots are, and what happened in the model hub (added, replaced or kept, and
 why). A grid prints one per search, then where its comparison is.
 
-Ctrl-C in the sweeper prints one line (how many trials finished, how many were in flight, and
-that re-running the same command resumes from the journal) and exits with 130, without a
-traceback. While the sweeper runs, SIGINT raises `SearchInterrupted` instead of
+Ctrl-C (or SIGTERM) in the sweeper prints one line (how many trials finished, how many were in
+flight, and that re-running the same command resumes from the journal) and exits with 130 (143),
+without a traceback. While the sweeper runs, SIGINT and SIGTERM raise `SearchInterrupted` instead of
 KeyboardInterrupt: with the basic launcher a candidate trains inside the sweeper's process, and
 Lightning answers a KeyboardInterrupt with its own shutdown message and exit(1).
 """
@@ -163,28 +163,37 @@ def _stop_workers(timeout_s: float = 5.0) -> None:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-@contextmanager
-def resume_line_on_ctrl_c(current_dir: Callable[[], Path | None]) -> Iterator[None]:
-    """Around the sweeper's work: Ctrl-C prints `interrupted_line(current_dir())` to stderr,
-    stops the local worker processes and exits with 130 (128 + SIGINT), without a traceback."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill PID`, `timeout`, a container stop, preemption
 
-    def on_sigint(signum: int, frame: Any) -> None:
+
+@contextmanager
+def resume_line_on_interrupt(current_dir: Callable[[], Path | None]) -> Iterator[None]:
+    """Around the sweeper's work: Ctrl-C or SIGTERM prints `interrupted_line(current_dir())` to
+    stderr, stops the local worker processes and exits with 128 + the signal's number (130, 143),
+    without a traceback. (Python's default for SIGTERM ends the sweeper at once: its loky workers
+    trained on, orphaned, and wrote into a search that a resume would run again.)"""
+    received = [signal.SIGINT]  # a KeyboardInterrupt raised without our handler is a Ctrl-C
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received[0] = signum
         interrupt()
 
     clear()
     try:
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     except ValueError:  # not the main thread: KeyboardInterrupt is still caught below
-        previous = None
+        previous = {}
     interrupted = False
     try:
         yield
     except (KeyboardInterrupt, SearchInterrupted):
         interrupted = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        for signum in STOP_SIGNALS:  # a second signal must not cut this short
+            signal.signal(signum, signal.SIG_IGN)
         print(interrupted_line(current_dir()), file=sys.stderr, flush=True)
         _stop_workers()
-        raise SystemExit(130) from None
+        raise SystemExit(128 + received[0]) from None
     finally:
-        if previous is not None and not interrupted:
-            signal.signal(signal.SIGINT, previous)
+        if not interrupted:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

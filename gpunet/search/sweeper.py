@@ -26,7 +26,13 @@ from gpunet.search.identity import fingerprint
 from gpunet.search.loop import TooManyFailures, check_journal, load_tier_pool, open_journal, run_search
 from gpunet.search.objectives import trains
 from gpunet.search.outputs import OutputSettings, write_comparison, write_outputs
-from gpunet.search.summary import format_comparison, format_summary, hub_line, report, resume_line_on_ctrl_c
+from gpunet.search.summary import (
+    format_comparison,
+    format_summary,
+    hub_line,
+    report,
+    resume_line_on_interrupt,
+)
 from gpunet.train.loggers import uses_wandb
 
 log = logging.getLogger(__name__)
@@ -138,8 +144,8 @@ class SearchSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        self.current_dir: Path | None = None  # the search running now: Ctrl-C names its journal
-        with resume_line_on_ctrl_c(lambda: self.current_dir):
+        self.current_dir: Path | None = None  # the search running now: Ctrl-C or SIGTERM names its journal
+        with resume_line_on_interrupt(lambda: self.current_dir):
             return self._sweep(arguments)
 
     def _sweep(self, arguments: list[str]) -> Any:
