@@ -219,8 +219,8 @@ def report(rows: list[dict], top1: dict[str, list[float]], searched: dict, upper
     text = "\n".join([
         "# Searched vs hand-designed networks at equal measured latency (issue 11, item 5)", "",
         "The paper's Table 3 at CPU scale. Latency: ONNX Runtime, 1 thread, batch 1, this machine, "
-        "end to end at the searched network's input size with a 10-class classifier. Top-1: the "
-        f"search's training ({recipe}), from scratch, "
+        "end to end at the searched network's input size with a 10-class classifier. Top-1: trained "
+        f"from scratch with {recipe} (the search's data and recipe, and the overrides listed), "
         f"mean ± std over seeds {list(RETRAIN_SEEDS)}. MACs: torch FlopCounterMode / 2.", "",
         "| network | input | latency (ms) | params (M) | MACs (M) | val top-1 |", "|---|---|---|---|---|---|",
         *lines, "", *verdict_lines, "",
