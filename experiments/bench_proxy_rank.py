@@ -43,9 +43,8 @@ from gpunet.console import setup as setup_console  # noqa: E402
 from gpunet.files import save_figure, write_json, write_text  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
-REFERENCE = ["recipe.epochs=10", "recipe.resolution_scale=1.0"]  # the proxy before it was cut
 # --reference options: a reference must itself be repeatable (seeds agree) and leave candidates apart
-REFERENCES = {"10ep": REFERENCE,
+REFERENCES = {"10ep": ["recipe.epochs=10", "recipe.resolution_scale=1.0"],  # the proxy before it was cut
               # the paper's lr (0.06 per 1536 images), 2x the epochs: 10 epochs at 4x that lr
               # diverged for some 32 px candidates (train loss 2.2 -> 3.9 in epoch 4)
               "20ep_paper_lr": ["recipe.epochs=20", "recipe.lr=0.06"]}
