@@ -114,6 +114,8 @@ SEARCH = [
     rule("search.min_trials_before_failure_check", integer(0)),
     rule("search.pool.samples", integer(1)),
     rule("search.pool.seed", integer(0)),
+    rule("search.final_check.top", integer(1)),
+    rule("search.final_check.rounds", integer(1)),
     rule("seed", integer(0)),
 ]
 LATENCY = [

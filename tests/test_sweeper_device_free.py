@@ -167,24 +167,26 @@ def test_the_best_networks_latency_is_measured_by_a_launcher_job_when_the_sweepe
         tmp_path, monkeypatch):
     base = ["latency.runs=3", "latency.warmup=1"]
     launcher = JobLauncher(base)
-    real = build.measure_network_context
+    real = build.measure_networks_context
 
-    def only_in_jobs(spec, setup):
+    def only_in_jobs(specs, setup, rounds):
         if not launcher.in_job:
             raise BackendUnavailable("no such device in the sweeper's process")
-        return real(spec, setup)
+        return real(specs, setup, rounds)
 
-    monkeypatch.setattr(build, "measure_network_context", only_in_jobs)
-    cfg = search_cfg("objective=ackley", *base)
-    x = sobol_encodings(CPU_SPACE, 1, seed=0)[0].tolist()
+    monkeypatch.setattr(build, "measure_networks_context", only_in_jobs)
+    cfg = search_cfg("objective=ackley", "search.final_check.rounds=2", *base)
+    x, y = (e.tolist() for e in sobol_encodings(CPU_SPACE, 2, seed=0))
     trials = [Trial(0, 0, x, 1.0, status="completed", value=-2.0),
-              Trial(1, 5, sobol_encodings(CPU_SPACE, 2, seed=0)[1].tolist(), 1.1, status="completed",
-                    value=-3.0)]
+              Trial(1, 5, y, 1.1, status="completed", value=-3.0)]
     best = write_outputs(tmp_path, trials, OutputSettings.from_config(cfg), launcher, base)
-    [job] = launcher.launched
+    [job] = launcher.launched  # one job times both contenders, the most accurate first
     assert job[:2] == base and "++trial.kind=latency" in job and "hydra.sweep.subdir=best_latency" in job
-    assert f"trial.encoding=[{','.join(map(str, x))}]" in job and "++trial.num_classes=10" in job
+    assert f"++trial.encodings=[[{','.join(map(str, x))}],[{','.join(map(str, y))}]]" in job
+    assert "++trial.rounds=2" in job and "++trial.num_classes=10" in job
     stored = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    measured = stored["final_check"]["measured"]
+    assert [m["trial"] for m in measured] == [0, 1] and all(m["measured_latency_ms"] > 0 for m in measured)
     assert stored["measured_latency_ms"] == best["measured_latency_ms"] > 0
     assert stored["measured_on"]["where"] == "launcher job" and stored["spec"]["head"]["num_classes"] == 10
     assert "measured_latency_note" not in stored

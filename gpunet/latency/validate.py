@@ -30,7 +30,6 @@ from gpunet.latency.backends import create_backend
 from gpunet.latency.build import LatencySetup, ensure_table
 from gpunet.latency.estimate import sum_encodings
 from gpunet.latency.table import Calibration, LatencyTable
-from gpunet.latency.timing import summarize
 from gpunet.paths import CONF_DIR
 from gpunet.space.encoding import encoding_to_spec
 from gpunet.space.sampling import sobol_encodings
@@ -93,28 +92,19 @@ def fidelity(sums_ms: np.ndarray, entries: np.ndarray, measured_ms: np.ndarray) 
 
 def measure_sample(space: SearchSpace, table: LatencyTable, setup: LatencySetup,
                    networks: int, seed: int, rounds: int) -> dict[str, np.ndarray]:
-    """Sobol networks of `space`: their table sums, entry counts and end-to-end latencies.
-
-    Every network is timed in `rounds` rounds, each visiting all networks in a new random order,
-    and its latency is the median of all its runs: on a shared machine the load of one moment
-    then does not decide a network's reference value.
-    """
+    """Sobol networks of `space`: their table sums, entry counts and end-to-end latencies (each
+    the median of its runs over `rounds` interleaved rounds, Backend.measure_networks)."""
     X = sobol_encodings(space, networks, seed)
     sums_ns, entries = sum_encodings(space, table, X, setup.num_classes)
+    specs = [encoding_to_spec(space, x, setup.num_classes) for x in X]
     backend = create_backend(setup.latency, setup.device)
     try:
-        runners = [backend.prepare_network(encoding_to_spec(space, x, setup.num_classes))
-                   for x in tqdm(X, desc="preparing", unit="network", dynamic_ncols=True)]
-        samples: list[list[float]] = [[] for _ in runners]
-        order = np.random.default_rng(seed)
-        with tqdm(total=rounds * len(runners), desc="end to end", unit="run", dynamic_ncols=True) as bar:
-            for _ in range(rounds):
-                for i in order.permutation(len(runners)):
-                    samples[i] += runners[i]()
-                    bar.update(1)
+        with tqdm(total=(rounds + 1) * len(specs), desc="end to end (prepare, then time)", unit="step",
+                  dynamic_ncols=True) as bar:
+            timings = backend.measure_networks(specs, rounds, seed, lambda: bar.update(1))
     finally:
         backend.close()
-    measured = np.array([summarize(s).median_ms for s in samples])
+    measured = np.array([t.median_ms for t in timings])
     return {"encodings": X, "sum_ms": sums_ns / 1e6, "entries": entries, "measured_ms": measured}
 
 

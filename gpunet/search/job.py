@@ -1,5 +1,5 @@
 """One job of a search, in a worker: evaluate one candidate (train it, or a synthetic objective),
-or measure the best network's end-to-end latency (`trial.kind=latency`).
+or measure the end-to-end latency of the best networks (`trial.kind=latency`).
 
 This runs wherever the Hydra launcher puts it (a local process, a SLURM node, a Ray worker), so
 it only reads its composed config and returns a plain dict the sweeper records. The latency
@@ -35,21 +35,24 @@ TRIAL_KINDS = ("candidate", "latency")
 
 
 def measure_latency(cfg: DictConfig) -> dict[str, Any]:
-    """The end-to-end latency of `cfg.trial.encoding` (head of `trial.num_classes`, else the
-    data's classes) with cfg's device and backend, and the context it was measured in."""
+    """The end-to-end latencies of `cfg.trial.encodings` (heads of `trial.num_classes`, else the
+    data's classes) with cfg's device and backend, timed in `trial.rounds` interleaved rounds,
+    and the context they were measured in."""
     from gpunet.latency.backends import BackendUnavailable
-    from gpunet.latency.build import LatencySetup, head_classes, measure_network_context
+    from gpunet.latency.build import LatencySetup, head_classes, measure_networks_context
 
     start = time.perf_counter()
     space = space_from_config(cfg.search_space)
     num_classes = int(cfg.trial.get("num_classes") or head_classes(cfg))
-    spec = encoding_to_spec(space, [int(x) for x in cfg.trial.encoding], num_classes=num_classes)
+    specs = [encoding_to_spec(space, [int(x) for x in encoding], num_classes=num_classes)
+             for encoding in cfg.trial.encodings]
     try:
-        ms, context = measure_network_context(spec, LatencySetup.from_config(cfg))
+        ms, context = measure_networks_context(specs, LatencySetup.from_config(cfg),
+                                               int(cfg.trial.get("rounds") or 1))
     except BackendUnavailable as err:
         return {"status": "failed", "error": f"{type(err).__name__}: {err}",
                 "duration_s": time.perf_counter() - start}
-    return {"status": "completed", "measured_latency_ms": float(ms), "context": context,
+    return {"status": "completed", "measured_latency_ms": [float(x) for x in ms], "context": context,
             "duration_s": time.perf_counter() - start}
 
 
@@ -57,13 +60,14 @@ def run_trial(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.trial.encoding`; failures come back as a status, not an exception.
 
     `trial.kind` (absent: candidate) says what the job does: evaluate a candidate, or measure
-    its end-to-end latency (`latency`, see `measure_latency`)."""
-    if cfg.trial.encoding is None:
-        raise ValueError("a search job needs trial.encoding: run `python -m gpunet.search` "
-                         "(multirun with the gpunet sweeper), not a single job")
+    the best networks' end-to-end latency (`latency`, see `measure_latency`)."""
     kind = cfg.trial.get("kind") or "candidate"
     if kind not in TRIAL_KINDS:
         raise ValueError(f"trial.kind={kind!r} is not one of {list(TRIAL_KINDS)}")
+    needed = "encodings" if kind == "latency" else "encoding"
+    if cfg.trial.get(needed) is None:
+        raise ValueError(f"a search job needs trial.{needed}: run `python -m gpunet.search` "
+                         "(multirun with the gpunet sweeper), not a single job")
     if kind == "latency":
         return measure_latency(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)

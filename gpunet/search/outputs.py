@@ -1,9 +1,7 @@
 """What a finished search leaves in its directory: results.csv, best.yaml, best.onnx, plots.
 
-best.yaml's measured end-to-end latency is measured where the device is: in the sweeper's own
-process when the latency backend runs there, else as one more launcher job (`trial.kind=latency`,
-on the nodes the candidates ran on). When neither can measure it, it is null, with a note saying
-why and how to fill it in.
+The best network is chosen by the search's final check (gpunet.search.final_check): its most
+accurate networks timed end to end, the most accurate one within the tier by measurement.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,22 +26,31 @@ from omegaconf import DictConfig  # noqa: E402
 from gpunet.files import save_figure, write_text  # noqa: E402
 from gpunet.latency.stratify import Tier  # noqa: E402
 from gpunet.models import build_model, export_onnx, spec_cost  # noqa: E402
+from gpunet.search.final_check import FinalCheck, Measure, choose, measure_contenders, ranked  # noqa: E402
 from gpunet.search.journal import Trial  # noqa: E402
-from gpunet.search.loop import quote_value  # noqa: E402
 from gpunet.space import SearchSpace, encoding_to_spec, space_from_config  # noqa: E402
 from gpunet.space.spec import NetworkSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
 CSV_FIELDS = ["number", "job", "status", "proposer", "pool_index", "value", "est_latency_ms",
-              "duration_s", "epochs", "error", "encoding"]  # pool_index empty: beyond the pool
+              "measured_latency_ms", "duration_s", "epochs", "error", "encoding"]
+# pool_index empty: beyond the pool; measured_latency_ms: only the final check's contenders
 
 
-def result_rows(trials: list[Trial]) -> list[dict[str, Any]]:
+def measured_latencies(best: Mapping[str, Any] | None) -> dict[int, float]:
+    """Trial number -> end-to-end latency (ms) of the final check's contenders, from best.yaml."""
+    measured = ((best or {}).get("final_check") or {}).get("measured") or []
+    return {int(m["trial"]): float(m["measured_latency_ms"]) for m in measured
+            if m.get("measured_latency_ms") is not None}
+
+
+def result_rows(trials: list[Trial], measured: Mapping[int, float] | None = None) -> list[dict[str, Any]]:
     """One row per trial, the columns of results.csv."""
+    measured = measured or {}
     return [{"number": t.number, "job": t.job, "status": t.status, "proposer": t.proposer,
              "pool_index": t.pool_index, "value": t.value,
-             "est_latency_ms": round(t.est_latency_ms, 6), "duration_s": t.duration_s,
-             "epochs": t.extra.get("epochs"), "error": t.error,
+             "est_latency_ms": round(t.est_latency_ms, 6), "measured_latency_ms": measured.get(t.number),
+             "duration_s": t.duration_s, "epochs": t.extra.get("epochs"), "error": t.error,
              "encoding": "-".join(str(x) for x in t.encoding)} for t in trials]
 
 
@@ -55,13 +62,14 @@ def _csv_text(rows: list[dict[str, Any]], fields: Sequence[str]) -> str:
     return out.getvalue()
 
 
-def write_results_csv(path: Path, trials: list[Trial]) -> None:
-    write_text(path, _csv_text(result_rows(trials), CSV_FIELDS))
+def write_results_csv(path: Path, trials: list[Trial], measured: Mapping[int, float] | None = None) -> None:
+    write_text(path, _csv_text(result_rows(trials, measured), CSV_FIELDS))
 
 
 def best_trial(trials: list[Trial]) -> Trial | None:
-    scored = [t for t in trials if t.status in ("completed", "pruned") and t.value is not None]
-    return max(scored, key=lambda t: t.value) if scored else None
+    """The most accurate trial (the best by value alone, before any latency is measured)."""
+    order = ranked(trials)
+    return order[0] if order else None
 
 
 def best_so_far(trials: list[Trial]) -> np.ndarray:
@@ -81,8 +89,10 @@ def plot_convergence(path: Path, trials: list[Trial], metric: str) -> None:
     save_figure(fig, path)
 
 
-def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str,
-                          band: tuple[float, float] | None) -> None:
+def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str, band: tuple[float, float] | None,
+                          best: Trial | None = None, measured: Mapping[int, float] | None = None) -> None:
+    """Every trial at its estimated latency; the final check's contenders also at their measured
+    latency (hollow, joined to their estimate); `best` (default: the most accurate) as a star."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for status, color in (("completed", "C0"), ("pruned", "C1"), ("failed", "C3")):
         chosen = [t for t in trials if t.status == status]
@@ -90,33 +100,23 @@ def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str,
             values = [t.value if t.value is not None and status != "failed" else np.nan
                       for t in chosen]
             ax.scatter([t.est_latency_ms for t in chosen], values, s=14, c=color, label=status)
-    best = best_trial(trials)
+    by_number = {t.number: t for t in trials}
+    for i, (number, ms) in enumerate((measured or {}).items()):
+        t = by_number[number]
+        ax.plot([t.est_latency_ms, ms], [t.value, t.value], color="k", lw=0.6, alpha=0.6)
+        ax.scatter([ms], [t.value], s=30, facecolors="none", edgecolors="k", zorder=3,
+                   label="measured end to end" if i == 0 else None)
+    best = best or best_trial(trials)
     if best is not None:
-        ax.scatter([best.est_latency_ms], [best.value], marker="*", s=200, c="gold",
-                   edgecolors="k", label="best", zorder=3)
+        x = (measured or {}).get(best.number, best.est_latency_ms)
+        ax.scatter([x], [best.value], marker="*", s=200, c="gold", edgecolors="k", label="best", zorder=4)
     if band is not None:
         ax.axvspan(*band, color="grey", alpha=0.15, label="tier")
-    ax.set(xlabel="estimated latency (ms)", ylabel=metric, title="Latency vs " + metric)
+    ax.set(xlabel="latency (ms): estimated; measured for the best few", ylabel=metric,
+           title="Latency vs " + metric)
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def _measured_on(context: dict[str, Any], where: str) -> dict[str, Any]:
-    versions = {str(k): str(v) for k, v in (context.get("versions") or {}).items()}
-    return {"where": where, "hardware": str(context.get("hardware")), "versions": versions}
-
-
-def latency_job_overrides(base: Sequence[str], best: Trial, num_classes: int,
-                          search_dir: Path) -> list[str]:
-    """The overrides of the launcher job that measures the best network's latency."""
-    return [*base, "++trial.kind=latency", f"trial.number={best.number}",
-            f"trial.encoding=[{','.join(str(int(x)) for x in best.encoding)}]",
-            f"++trial.num_classes={num_classes}",
-            f"hydra.sweep.dir={quote_value(str(search_dir.resolve()))}", "hydra.sweep.subdir=best_latency"]
-
-
-Measure = Callable[[NetworkSpec], tuple[float, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,13 @@ class OutputSettings:
 
     space: SearchSpace
     metric: str  # the value's name in best.yaml: val_top1, or <objective>_value
-    band: tuple[float, float]  # the tier's latency band (ms), shaded in the plot
+    band: tuple[float, float]  # the tier's latency band (ms): shaded in the plot; its upper edge
+    # is what the final check's measured latencies must meet
     num_classes: int  # the head of the tier's pool, for a best trial that trained none
     device: str
     backend: str
-    measure: Measure  # end-to-end latency in this process; raises BackendUnavailable
+    measure: Measure  # end-to-end latencies in this process; raises BackendUnavailable
+    final: FinalCheck
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> OutputSettings:
@@ -139,57 +141,45 @@ class OutputSettings:
         return cls(space_from_config(cfg.search_space), objective_metric(cfg.objective),
                    Tier.from_config(cfg.tier).band, build.head_classes(cfg), str(cfg.device.name),
                    str(cfg.latency.name),
-                   lambda spec: build.measure_network_context(spec, build.LatencySetup.from_config(cfg)))
+                   lambda specs, rounds: build.measure_networks_context(
+                       specs, build.LatencySetup.from_config(cfg), rounds),
+                   FinalCheck.from_config(cfg.search.final_check))
 
 
-def measure_best(search_dir: Path, best: Trial, spec: NetworkSpec, settings: OutputSettings,
-                 launcher: Launcher | None, overrides: Sequence[str], trials: list[Trial]
-                 ) -> dict[str, Any]:
-    """The best network's end-to-end latency for best.yaml: measured in this process when the
-    backend runs here, else by a launcher job; null with a note when neither could."""
-    from gpunet.latency.backends import BackendUnavailable
-
-    try:
-        ms, context = settings.measure(spec)
-        return {"measured_latency_ms": float(ms), "measured_on": _measured_on(context, "sweeper")}
-    except BackendUnavailable as err:
-        reason = f"the sweeper cannot run latency={settings.backend} ({err})"
-    if launcher is not None:
-        job = latency_job_overrides(overrides, best, spec.head.num_classes, search_dir)
-        log.info("measuring the best network's end-to-end latency as a launcher job")
-        [ret] = launcher.launch([job], initial_job_idx=max((t.job for t in trials), default=-1) + 1)
-        try:
-            result = ret.return_value  # re-raises the job's exception if it failed
-        except Exception as err:  # noqa: BLE001 - any job error is the reason it is not measured
-            result = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
-        if isinstance(result, dict) and result.get("status") == "completed":
-            return {"measured_latency_ms": float(result["measured_latency_ms"]),
-                    "measured_on": _measured_on(result.get("context") or {}, "launcher job")}
-        error = result.get("error") if isinstance(result, dict) else repr(result)
-        reason += f", and neither could the launcher job sent to measure it ({error})"
-    note = (f"not measured: {reason}. est_latency_ms is the table's estimate. To measure it, re-run "
-            f"this search's command where latency={settings.backend} runs on device={settings.device} "
-            "(it resumes: no trial runs again, and best.yaml is rewritten with the measurement)")
-    log.warning("best.yaml: %s", note)
-    return {"measured_latency_ms": None, "measured_latency_note": note}
-
-
-def write_best(search_dir: Path, best: Trial, settings: OutputSettings,
-               launcher: Launcher | None = None, overrides: Sequence[str] = (),
-               trials: Sequence[Trial] = ()) -> dict[str, Any]:
-    """best.yaml (encoding, spec, latencies, value, params, MACs) and best.onnx."""
+def _network(trial: Trial, settings: OutputSettings) -> NetworkSpec:
     # the trained head (train objective), else the data's classes: the head of the tier's pool
-    num_classes = int(best.extra.get("num_classes") or settings.num_classes)
-    spec = encoding_to_spec(settings.space, best.encoding, num_classes=num_classes)
+    num_classes = int(trial.extra.get("num_classes") or settings.num_classes)
+    return encoding_to_spec(settings.space, trial.encoding, num_classes=num_classes)
+
+
+def write_best(search_dir: Path, trials: list[Trial], settings: OutputSettings,
+               launcher: Launcher | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The final check, then best.yaml (encoding, spec, latencies, value, params, MACs, the
+    contenders' measurements) and best.onnx; `trials` must hold one with a value."""
+    contenders = ranked(trials)[:settings.final.top]
+    specs = [_network(t, settings) for t in contenders]
+    measured = measure_contenders(
+        search_dir, contenders, specs, settings.final.rounds, settings.measure,
+        {"device": settings.device, "backend": settings.backend}, launcher, overrides,
+        next_job=max((t.job for t in trials), default=-1) + 1)
+    edge = settings.band[1]
+    best, why = choose(contenders, measured.ms, edge)
+    spec = specs[contenders.index(best)]
     cost = spec_cost(spec)
     onnx_path = export_onnx(build_model(spec), search_dir / "best.onnx",
                             (1, 3, spec.resolution, spec.resolution))
+    ms = measured.ms or [None] * len(contenders)
     summary = {
         "trial": best.number, settings.metric: best.value, "status": best.status,
         "encoding": [int(x) for x in best.encoding],
         "est_latency_ms": best.est_latency_ms,
-        **measure_best(search_dir, best, spec, settings, launcher, overrides, list(trials) or [best]),
+        "measured_latency_ms": ms[contenders.index(best)],
+        **measured.fields(),
         "latency_context": {"device": settings.device, "backend": settings.backend},
+        "final_check": {"chosen": why, "tier_edge_ms": edge, "rounds": settings.final.rounds,
+                        "measured": [{"trial": t.number, settings.metric: t.value,
+                                      "est_latency_ms": t.est_latency_ms, "measured_latency_ms": m}
+                                     for t, m in zip(contenders, ms)]},
         "params": cost.params, "macs": cost.macs, "resolution": spec.resolution,
         "onnx": onnx_path.name, "spec": spec.to_dict(),
     }
@@ -202,16 +192,21 @@ def write_outputs(search_dir: Path, trials: list[Trial], settings: OutputSetting
                   ) -> dict[str, Any] | None:
     """Everything a finished (or stopped) search leaves behind; returns the best summary.
 
-    With the search's `launcher` and grid-point `overrides`, the best network's latency is
+    With the search's `launcher` and grid-point `overrides`, the final check's latencies are
     measured by a launcher job when the latency backend cannot run in this process."""
-    write_results_csv(search_dir / "results.csv", trials)
     plot_convergence(search_dir / "convergence.png", trials, settings.metric)
-    plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, settings.metric, settings.band)
-    best = best_trial(trials)
-    if best is None:
+    if best_trial(trials) is None:
         log.warning("no trial of %s finished with a value: no best.yaml", search_dir)
+        write_results_csv(search_dir / "results.csv", trials)
+        plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, settings.metric, settings.band)
         return None
-    return write_best(search_dir, best, settings, launcher, overrides, trials)
+    summary = write_best(search_dir, trials, settings, launcher, overrides)
+    measured = measured_latencies(summary)
+    write_results_csv(search_dir / "results.csv", trials, measured)
+    best = next(t for t in trials if t.number == summary["trial"])
+    plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, settings.metric, settings.band,
+                          best, measured)
+    return summary
 
 
 def write_comparison(sweep_dir: Path, searches: dict[str, list[Trial]]) -> None:

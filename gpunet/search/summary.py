@@ -2,9 +2,9 @@
 
 The summary is printed to the console and written to `summary.txt` in the search's directory:
 the trials by status, who proposed them (how many the searcher's model chose), the best network
-(its value at full precision, estimated and measured latency, params), where best.yaml,
-results.csv and the plots are, and what happened in the model hub (added, replaced or kept, and
-why). A grid prints one per search, then where its comparison is.
+(its value at full precision, estimated and measured latency, the final check that chose it,
+params), where best.yaml, results.csv and the plots are, and what happened in the model hub
+(added, replaced or kept, and why). A grid prints one per search, then where its comparison is.
 
 Ctrl-C (or SIGTERM) in the sweeper prints one line (how many trials finished, how many were in
 flight, and that re-running the same command resumes from the journal) and exits with 130 (143),
@@ -84,6 +84,22 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f} ms"
 
 
+def final_check_lines(best: dict[str, Any], metric: str) -> list[str]:
+    """The final check in two lines: each contender's value and measured latency, and why the
+    best is the best (none for a best.yaml written before the check existed)."""
+    check = best.get("final_check")
+    if not check:
+        return []
+    edge = float(check["tier_edge_ms"])
+    rows = [f"trial {m['trial']} ({float(m[metric]):.4g}, "
+            + ("n/a" if m["measured_latency_ms"] is None else
+               f"{m['measured_latency_ms']:.3f} ms{'' if m['measured_latency_ms'] <= edge else ' > edge'}")
+            + ")" for m in check["measured"]]
+    return [f"  final check: the top {len(rows)} by {metric} timed end to end ({check['rounds']} rounds; "
+            f"tier edge {edge:.3f} ms): " + ", ".join(rows),
+            f"  why trial {best['trial']}: {check['chosen']}"]
+
+
 def format_summary(search_dir: Path, trials: list[Trial], n_trials: int, metric: str,
                    best: dict[str, Any] | None, hub: str, stopped: str | None = None) -> str:
     """The summary of one search (see the module's docstring): `best` is best.yaml's content,
@@ -109,6 +125,7 @@ def format_summary(search_dir: Path, trials: list[Trial], n_trials: int, metric:
                   + (_ms(measured) if measured is not None else "n/a (see measured_latency_note "
                      "in best.yaml)")
                   + (f" ({where.get('backend')} on {where.get('device')})" if where else ""),
+                  *final_check_lines(best, metric),
                   f"  params: {int(best['params']):,} (MACs {int(best['macs']):,})",
                   f"  best.yaml: {search_dir / 'best.yaml'} (network: {best.get('onnx', 'best.onnx')})"]
     lines += [f"  results.csv: {search_dir / 'results.csv'}",

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpunet.config import plain
 from gpunet.search.journal import Trial
-from gpunet.search.outputs import CSV_FIELDS, result_rows
+from gpunet.search.outputs import CSV_FIELDS, measured_latencies, result_rows
 from gpunet.train.loggers import run_id, wandb_mode
 
 
@@ -34,7 +34,7 @@ def log_search_summary(logger: DictConfig, run_config: dict[str, Any], search_di
                      mode=wandb_mode(logger.mode), tags=list(logger.tags),
                      config=run_config)
     try:
-        rows = result_rows(trials)
+        rows = result_rows(trials, measured_latencies(best))
         table = wandb.Table(columns=CSV_FIELDS, data=[[row[c] for c in CSV_FIELDS] for row in rows])
         images = {name: wandb.Image(str(search_dir / f"{name}.png"))
                   for name in ("convergence", "latency_vs_accuracy")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import platform
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import timm
 import torch
 from torch import nn
@@ -122,6 +123,26 @@ class Backend(ABC):
     def measure_network(self, spec: NetworkSpec) -> Timing:
         """A whole network end to end, the way its layers were timed."""
         return summarize(self.prepare_network(spec)())
+
+    def measure_networks(self, specs: Sequence[NetworkSpec], rounds: int = 1, seed: int = 0,
+                         on_step: Callable[[], None] | None = None) -> list[Timing]:
+        """Whole networks end to end, in `rounds` rounds that each visit every network in a new
+        random order; a network's timing pools all its runs. On a shared machine a passing load
+        spike then hits every network alike instead of deciding one network's figure.
+        `on_step` is called after each network is prepared and after each timed visit."""
+        runners = []
+        for spec in specs:
+            runners.append(self.prepare_network(spec))
+            if on_step is not None:
+                on_step()
+        samples: list[list[float]] = [[] for _ in runners]
+        order = np.random.default_rng(seed)
+        for _ in range(rounds):
+            for i in order.permutation(len(runners)):
+                samples[i] += runners[i]()
+                if on_step is not None:
+                    on_step()
+        return [summarize(s) for s in samples]
 
     def prepare_network(self, spec: NetworkSpec) -> Runner:
         from gpunet.models import build_model

@@ -1,0 +1,92 @@
+"""The search's final check: its most accurate networks timed end to end, and the best one the
+most accurate within the tier by measurement (real onnxruntime timings on this CPU)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import pytest
+import yaml
+
+from gpunet.models import spec_cost
+from gpunet.search.final_check import choose, ranked
+from gpunet.search.journal import Trial
+from gpunet.search.outputs import OutputSettings, write_outputs
+from gpunet.search.summary import final_check_lines
+from gpunet.space import encoding_to_spec, load_space, sobol_encodings
+
+CPU_SPACE = load_space("cpu")
+
+
+def trial(number: int, value: float | None, status: str = "completed") -> Trial:
+    return Trial(number, number, [0] * len(CPU_SPACE.cardinalities), 1.0, status=status, value=value)
+
+
+def test_contenders_are_the_trials_with_a_value_most_accurate_first() -> None:
+    trials = [trial(0, 0.5), trial(1, 0.9), trial(2, None, "failed"), trial(3, 0.7, "pruned"),
+              trial(4, 0.9)]
+    assert [t.number for t in ranked(trials)] == [1, 4, 3, 0]  # a tie goes to the earlier trial
+
+
+def test_the_best_is_the_most_accurate_contender_measured_within_the_edge() -> None:
+    contenders = [trial(7, 0.95), trial(3, 0.93), trial(5, 0.90)]
+    best, why = choose(contenders, [1.30, 1.12, 1.05], edge_ms=1.10)
+    assert best.number == 5
+    assert "top 3" in why and "trial 7 (1.300 ms); trial 3 (1.120 ms)" in why
+    best, why = choose(contenders, [1.0, 1.2, 0.9], edge_ms=1.10)
+    assert best.number == 7 and "more accurate" not in why
+    best, why = choose(contenders, [1.3, 1.2, 1.15], edge_ms=1.10)  # none fits: keep the most accurate
+    assert best.number == 7 and "none of the top 3 measured within the tier" in why
+    best, why = choose(contenders, None, edge_ms=1.10)
+    assert best.number == 7 and "could not be measured" in why
+
+
+def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_tier(
+        tmp_path, compose_cfg) -> None:
+    # the heaviest and the lightest of 32 Sobol networks: their end-to-end latencies differ
+    # several-fold, so an edge at their geometric mean separates them on any machine
+    encodings = [x.tolist() for x in sobol_encodings(CPU_SPACE, 32, seed=0)]
+    macs = [spec_cost(encoding_to_spec(CPU_SPACE, x, num_classes=10)).macs for x in encodings]
+    heavy, light = encodings[macs.index(max(macs))], encodings[macs.index(min(macs))]
+    trials = [Trial(0, 0, heavy, 1.0, status="completed", value=0.9),
+              Trial(1, 1, light, 1.0, status="completed", value=0.8)]
+    cfg = compose_cfg(tmp_path, "objective=ackley", "search.final_check.rounds=2", app="search")
+    settings = OutputSettings.from_config(cfg)
+    ms, _ = settings.measure([encoding_to_spec(CPU_SPACE, x, num_classes=10) for x in (heavy, light)], 2)
+    assert ms[0] > 2 * ms[1], ms
+    edge = (ms[0] * ms[1]) ** 0.5
+    best = write_outputs(tmp_path, trials, dataclasses.replace(settings, band=(0.0, edge)))
+
+    assert best["trial"] == 1 and best["encoding"] == light and best["measured_latency_ms"] <= edge
+    stored = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    check = stored["final_check"]
+    assert [m["trial"] for m in check["measured"]] == [0, 1] and check["rounds"] == 2
+    assert check["measured"][0]["measured_latency_ms"] > edge
+    assert "more accurate but measured above it: trial 0" in check["chosen"]
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["measured_latency_ms"]) > 0 for r in rows)
+    lines = final_check_lines(stored, "ackley_value")
+    assert "trial 0 (0.9, " in lines[0] and "> edge" in lines[0]
+    assert "why trial 1: the most accurate" in lines[1]
+
+
+def test_the_final_check_times_only_the_top_few(tmp_path, compose_cfg) -> None:
+    encodings = [x.tolist() for x in sobol_encodings(CPU_SPACE, 3, seed=1)]
+    trials = [Trial(i, i, x, 1.0, status="completed", value=float(i)) for i, x in enumerate(encodings)]
+    cfg = compose_cfg(tmp_path, "objective=ackley", "search.final_check.top=2", "tier=1ms", app="search")
+    write_outputs(tmp_path, trials, OutputSettings.from_config(cfg))
+    with open(tmp_path / "results.csv") as f:
+        measured = {int(r["number"]): r["measured_latency_ms"] for r in csv.DictReader(f)}
+    assert measured[0] == "" and float(measured[1]) > 0 and float(measured[2]) > 0
+
+
+@pytest.mark.parametrize("knob", ["top", "rounds"])
+def test_a_final_check_of_nothing_is_refused(knob, composed) -> None:
+    from gpunet.checks import check_search
+    from gpunet.errors import ConfigError
+
+    cfg = composed("search", f"search.final_check.{knob}=0")
+    with pytest.raises(ConfigError, match=f"search.final_check.{knob}"):
+        check_search(cfg)
