@@ -127,3 +127,32 @@ def test_tpe_proposes_its_own_samples_when_the_tier_admits_them() -> None:
     beyond = rows[rows >= searcher.n_base]
     assert beyond.size > 0 and even(searcher.pool[beyond]).all()
     assert len(np.unique(searcher.pool, axis=0)) == len(searcher.pool)
+
+
+def canonical(encodings: np.ndarray) -> np.ndarray:
+    """A stand-in for one encoding per network: digit 0 at 0 (an empty stage) ignores digits 1-3."""
+    out = np.array(encodings, dtype=np.int64, copy=True)
+    out[out[:, 0] == 0, 1:4] = 0
+    return out
+
+
+@pytest.mark.parametrize("name", ["bo", "lamcts_bo", "tpe"])
+def test_new_encodings_are_canonical_so_no_network_is_proposed_twice(name: str) -> None:
+    if name == "tpe":
+        pytest.importorskip("optuna")
+    pool = np.unique(canonical(sparse_pool()), axis=0).astype(np.int16)
+    knobs = {**FAST, **({"leaf_size": 6} if name == "lamcts_bo" else {})} if name != "tpe" else {}
+    searcher = make_searcher({"name": name, **knobs}, pool, CARD, 0)
+    searcher.allow_beyond_pool(even, canonical)
+
+    def empty_first_stage_wins(encodings):  # the maximum lies among the ignored digits' region
+        return value(encodings) + 2.0 * (encodings[:, 0] == 0)
+
+    while searcher.n_observed < 40:
+        rows = searcher.propose(3)
+        searcher.observe(rows, empty_first_stage_wins(searcher.pool[rows]))
+    rows = np.array([i for i, _ in searcher._history])
+    proposed = searcher.pool[rows]
+    assert rows.size > searcher.n_base - len(pool) and (rows >= searcher.n_base).any()
+    np.testing.assert_array_equal(canonical(proposed), proposed)  # every proposal canonical
+    assert len(np.unique(proposed, axis=0)) == len(proposed)  # so each network once

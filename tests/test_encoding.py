@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpunet.space import (
+    canonical_encodings,
     decode,
     encode,
     encoding_to_spec,
@@ -116,3 +117,27 @@ def test_sobol_is_valid_seeded_and_covers_every_choice():
     assert not np.array_equal(a, sobol_encodings(SPACE, 4096, seed=4))
     for row in a[:50]:
         validate(SPACE, row)
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpunet"])
+def test_canonical_encodings_are_one_per_network(name):
+    """Two encodings have one canonical form exactly when they decode to the same network:
+    checked on every single-digit change of 12 Sobol encodings."""
+    space = load_space(name)
+
+    def network(x):
+        spec = encoding_to_spec(space, x, num_classes=10).to_dict()
+        spec.pop("name")  # the name spells the encoding out
+        return spec
+
+    X = sobol_encodings(space, 12, seed=5)
+    C = canonical_encodings(space, X)
+    assert (C != X).any()  # some drew an empty stage
+    for x, c in zip(X, C):
+        assert network(c) == network(x)
+        for d in space.digits:
+            for v in range(len(d.choices)):
+                y = x.copy()
+                y[d.position] = v
+                same_network = network(y) == network(x)
+                assert same_network == (canonical_encodings(space, y[None])[0] == c).all(), (d, v)

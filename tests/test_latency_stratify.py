@@ -15,7 +15,7 @@ from gpunet.latency.stratify import EmptyTierError, Tier, all_tiers, plot_tiers,
 from gpunet.latency.table import Calibration
 from gpunet.latency.timing import Timing
 from gpunet.paths import CONF_DIR
-from gpunet.space import sobol_encodings
+from gpunet.space import canonical_encodings, load_space, sobol_encodings
 
 
 @pytest.fixture
@@ -40,6 +40,23 @@ def test_the_pool_is_the_band_of_the_sobol_sample(setup):
     band = everything[(inside >= lo) & (inside <= hi)]
     assert len(lat) == len(np.unique(band, axis=0))  # each network of the band, once
     assert len(list(cache.glob("*.png"))) == 1  # the histogram of the new pool
+
+
+def test_a_canonical_pool_holds_each_network_once(tmp_path):
+    space = load_space("cpu")  # stages 5 and 7 may be empty: many encodings per network
+    table = synthetic_table(tmp_path / "t.sqlite", space)
+    X = sobol_encodings(space, 4096, seed=0)
+    latencies = estimate_encodings(space, table, X, 10)
+    target = float(np.median(latencies))
+    tier = Tier("mid", target, 0.2 * target)
+    plain, _ = tier_pool(space, table, tier, n=4096, seed=0, cache_dir=tmp_path, num_classes=10)
+    pool, lat = tier_pool(space, table, tier, n=4096, seed=0, cache_dir=tmp_path, num_classes=10,
+                          canonical=True)
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # cached apart
+    np.testing.assert_array_equal(canonical_encodings(space, pool), pool)
+    np.testing.assert_array_equal(estimate_encodings(space, table, pool, 10), lat)  # same networks
+    networks = np.unique(canonical_encodings(space, plain), axis=0)
+    assert len(pool) == len(networks) == len(np.unique(pool, axis=0))  # each network once
 
 
 def test_the_pool_is_cached_and_keyed_by_what_it_depends_on(setup):

@@ -30,6 +30,7 @@ from gpunet.latency.build import LatencySetup, ensure_table
 from gpunet.latency.estimate import estimate_encodings
 from gpunet.latency.table import LatencyTable
 from gpunet.paths import CONF_DIR
+from gpunet.space.encoding import canonical_encodings
 from gpunet.space.sampling import sobol_encodings
 from gpunet.space.search_space import SearchSpace, space_from_config
 
@@ -87,11 +88,12 @@ POOL_FORMAT = 2
 
 
 def pool_key(space: SearchSpace, table: LatencyTable, n: int, seed: int, num_classes: int,
-             calibrated: bool) -> str:
+             calibrated: bool, canonical: bool = False) -> str:
     """Hash of everything a pool depends on (and of the pool format, so older files are not read)."""
     payload = json.dumps({"space": space.to_dict(), "table": table.fingerprint(), "n": n, "seed": seed,
                           "num_classes": num_classes, "calibrated": calibrated,
-                          "format": POOL_FORMAT}, sort_keys=True)
+                          "format": POOL_FORMAT, **({"canonical": True} if canonical else {})},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -137,22 +139,27 @@ def plot_tiers(latencies: np.ndarray, tiers: Sequence[Tier], title: str, path: P
 
 def tier_pool(space: SearchSpace, table: LatencyTable, tier: Tier, n: int = 1_000_000, seed: int = 0,
               cache_dir: str | Path = "outputs/latency/pools", *, num_classes: int,
-              calibrated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              calibrated: bool = False, canonical: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The networks of a tier: (encodings int16 (M, D), estimated latencies ms (M,)).
 
-    Each network is in the pool once, in the order Sobol first drew it (a small space makes
-    Sobol repeat encodings; a pool row is then one network, so a trial maps back to its row).
+    Each encoding is in the pool once, in the order Sobol first drew it (a small space makes
+    Sobol repeat encodings; a pool row is then one candidate, so a trial maps back to its row).
+    With `canonical`, each network is: its encodings are put in canonical form first
+    (gpunet.space.canonical_encodings), for a search that trains networks, where two encodings
+    of one network are one candidate (a synthetic objective's value is the encoding's own).
     Estimates assume a head of `num_classes` classes and apply the
     table's calibration if `calibrated`. Raises EmptyTierError, naming the latency range that
     exists, when the band holds none.
     """
-    key = pool_key(space, table, n, seed, num_classes, calibrated)
+    key = pool_key(space, table, n, seed, num_classes, calibrated, canonical)
     lo, hi = tier.band
     path = Path(cache_dir) / f"{space.name}-{key}-{lo:g}-{hi:g}ms.npz"
     if path.is_file():
         with np.load(path) as cached:
             return cached["encodings"], cached["latencies_ms"]
     X, latencies = sample_latencies(space, table, n, seed, num_classes, calibrated)
+    if canonical:
+        X = canonical_encodings(space, X)  # the same networks, so the same estimates
     keep = np.flatnonzero(tier.holds(latencies))
     if not keep.size:
         raise EmptyTierError(_empty_message(tier, space, latencies, table))

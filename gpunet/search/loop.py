@@ -19,6 +19,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ from gpunet.search.interrupt import raise_if_interrupted
 from gpunet.search.journal import Journal, Trial
 from gpunet.search.objectives import trains
 from gpunet.search.searchers import make_searcher
-from gpunet.space import space_from_config
+from gpunet.space import canonical_encodings, space_from_config
 from gpunet.train.loggers import uses_wandb
 
 if TYPE_CHECKING:  # the latency stack is imported where the pool is built, not with the sweeper
@@ -61,6 +62,9 @@ class TierPool:
     latencies_ms: np.ndarray  # (M,)
     estimate_ms: Callable[[np.ndarray], np.ndarray] | None = None  # (N, D) -> (N,) estimates
     tier: Tier | None = None  # the latency band the estimates must lie in
+    # the pool's encodings are canonical (one per network: a search that trains networks) and
+    # this puts new ones in that form; None: every encoding is a candidate of its own
+    canonical: Callable[[np.ndarray], np.ndarray] | None = None
 
     def in_tier(self, encodings: np.ndarray) -> np.ndarray:
         """Which encodings the tier admits: their estimate lies in its band."""
@@ -78,7 +82,8 @@ class TierPool:
 
 
 def load_tier_pool(cfg: DictConfig) -> TierPool:
-    """Make sure the latency table exists (build what is missing), then take the tier's pool."""
+    """Make sure the latency table exists (build what is missing), then take the tier's pool:
+    one encoding per network when the objective trains networks."""
     from gpunet.latency.build import LatencySetup, ensure_table
     from gpunet.latency.estimate import EncodingEstimator
     from gpunet.latency.stratify import Tier, tier_pool
@@ -87,11 +92,12 @@ def load_tier_pool(cfg: DictConfig) -> TierPool:
     table = ensure_table(LatencySetup.from_config(cfg), space)
     pool, tier = cfg.search.pool, Tier.from_config(cfg.tier)
     num_classes, calibrated = int(cfg.latency.num_classes), bool(cfg.latency.calibrated)
+    canonical = trains(cfg.objective)  # a trained network's value is the network's
     encodings, latencies = tier_pool(space, table, tier, n=int(pool.samples), seed=int(pool.seed),
                                      cache_dir=Path(pool.cache_dir), num_classes=num_classes,
-                                     calibrated=calibrated)
+                                     calibrated=calibrated, canonical=canonical)
     return TierPool(encodings, latencies, EncodingEstimator(space, table, num_classes, calibrated),
-                    tier)
+                    tier, partial(canonical_encodings, space) if canonical else None)
 
 
 def check_journal(cfg: DictConfig, search_dir: Path) -> Journal:
@@ -178,7 +184,7 @@ class _SearchRun:
         self.searcher = make_searcher(cfg.searcher, pool.encodings, space.cardinalities, int(cfg.seed),
                                       budget=int(cfg.search.n_trials))  # resolves n_init: auto
         if pool.estimate_ms is not None:
-            self.searcher.allow_beyond_pool(pool.in_tier)
+            self.searcher.allow_beyond_pool(pool.in_tier, pool.canonical)
         self.trials = journal.load()
         for trial in self.trials.values():  # rows beyond the pool, in the order they were added
             self.row_of(trial)

@@ -4,6 +4,7 @@ from gpunet.space.encoding import (
     Architecture,
     StageConfig,
     architecture_to_spec,
+    canonical_encodings,
     decode,
     encode,
     encoding_to_spec,
@@ -23,7 +24,7 @@ from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec
 
 __all__ = [
     "Architecture", "Digit", "HeadSpec", "LayerSpec", "NetworkSpec", "RELEASED", "SearchSpace",
-    "StageConfig", "StageSpace", "architecture_to_spec", "decode", "encode", "encoding_to_spec",
-    "load_space", "load_spec", "released_spec", "save_spec", "sobol_encodings", "space_from_config",
-    "spec_from_nvidia", "spec_to_nvidia", "validate",
+    "StageConfig", "StageSpace", "architecture_to_spec", "canonical_encodings", "decode", "encode",
+    "encoding_to_spec", "load_space", "load_spec", "released_spec", "save_spec", "sobol_encodings",
+    "space_from_config", "spec_from_nvidia", "spec_to_nvidia", "validate",
 ]

@@ -90,6 +90,28 @@ def validate(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> np.ndarr
     return check_space_encodings(space, values.astype(np.int64)[None, :])[0]
 
 
+def canonical_encodings(space: SearchSpace, encodings: np.ndarray) -> np.ndarray:
+    """One encoding per network: (N, D) encodings with the digits a network ignores set to 0.
+
+    A stage of 0 layers builds nothing, so its other digits (filters, kernel, expansion, SE,
+    activation; filters kept when the next stage shares them) do not change the network: the
+    CPU space has 32 encodings of every network with one empty stage. A searcher that told them
+    apart would train one network several times."""
+    X = np.array(encodings, dtype=np.int64, copy=True).reshape(-1, space.length)
+    by_field = {(d.stage, d.field): d for d in space.digits}
+    for s in space.stages:
+        layers = s.fields["layers"]
+        if 0 not in layers.choices:
+            continue
+        empty = (X[:, by_field[(s.index, "layers")].position] == layers.choices.index(0)
+                 if layers.searched else np.ones(len(X), dtype=bool))
+        shared_next = s.index + 1 < len(space.stages) and space.stages[s.index + 1].shares_filters
+        ignored = [d.position for d in space.digits if d.stage == s.index and d.field != "layers"
+                   and not (d.field == "filters" and shared_next)]
+        X[np.ix_(empty, ignored)] = 0
+    return X
+
+
 def decode(space: SearchSpace, vector: Sequence[int] | np.ndarray) -> Architecture:
     """Encoding -> Architecture."""
     v = validate(space, vector)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gpunet.search.searchers.beyond_pool import Admissible, RowIndex
+from gpunet.search.searchers.beyond_pool import Admissible, Canonical, RowIndex
 from gpunet.space.encoding import check_encodings
 
 # Who proposed a row (a small fixed vocabulary, journaled per trial and counted in the summary):
@@ -121,6 +121,7 @@ class Searcher(ABC):
         n = self.pool.shape[0]
         self.n_base = n  # rows from n_base on were added beyond the given pool (`add_rows`)
         self.admissible: Admissible | None = None  # set by `allow_beyond_pool`
+        self.canonical: Canonical | None = None  # likewise; None: every encoding is its own network
         self._row_index: RowIndex | None = None  # encoding -> row, built when first needed
         self._blocked = np.zeros(n, dtype=bool)  # observed, pending or failed: never proposed
         self._pending = np.zeros(n, dtype=bool)
@@ -218,10 +219,17 @@ class Searcher(ABC):
         self.observe(idx, np.full(idx.size, np.nan))
 
     # ---- beyond the pool ----------------------------------------------------------------------
-    def allow_beyond_pool(self, admissible: Admissible) -> None:
+    def allow_beyond_pool(self, admissible: Admissible, canonical: Canonical | None = None) -> None:
         """Let the searcher also propose encodings outside the pool that `admissible` accepts
-        (the tier's latency-estimate test); bo, lamcts_bo and tpe use it, the others ignore it."""
-        self.admissible = admissible
+        (the tier's latency-estimate test), put in `canonical` form (one encoding per network;
+        the pool must hold canonical encodings); bo, lamcts_bo and tpe use it, the others
+        ignore it."""
+        self.admissible, self.canonical = admissible, canonical
+
+    def canonical_form(self, encodings: np.ndarray) -> np.ndarray:
+        """`encodings` in canonical form: the same network's one encoding (as given without
+        `canonical`)."""
+        return encodings if self.canonical is None else self.canonical(encodings)
 
     def find_rows(self, encodings: np.ndarray) -> np.ndarray:
         """The pool row of each encoding (rows added beyond the pool included), or -1."""

@@ -6,6 +6,8 @@ not stay inside one fixed Sobol sample of it. `children` mutates good observed e
 that the search's `admissible` test (the tier's estimate) accepts, scores them beside the pool
 members, and a chosen child becomes a pool row (`Searcher.add_rows`), so pending, replay and
 resume work by row as for any member. The fixed pool stays the random start and the replay key.
+Children are put in canonical form first (one encoding per network, as the tier's pool is), so
+a child that is a pool row's network under other ignored digits is that row, not a new one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Callable
 import numpy as np
 
 Admissible = Callable[[np.ndarray], np.ndarray]  # (N, D) encodings -> (N,) bool: in the tier
+# (N, D) encodings -> (N, D): one encoding per network (gpunet.space.canonical_encodings), so a
+# child that only changes digits the network ignores is recognised as its parent's network
+Canonical = Callable[[np.ndarray], np.ndarray]
 MAX_DIGITS_CHANGED = 3  # a child differs from its parent in 1..3 digits (uniform): local moves
 N_PARENTS = 10  # children are bred from the best this many observations (of the chosen region)
 

@@ -153,7 +153,8 @@ class BOSearcher(Searcher):
         if inside is not None and inside.any():
             idx, values = idx[inside], values[inside]
         parents = self.pool[idx[np.argsort(-values, kind="stable")[:N_PARENTS]]]
-        bred = np.unique(children(parents, self.cardinalities, self.gp.n_generated, rng), axis=0)
+        bred = np.unique(self.canonical_form(children(parents, self.cardinalities, self.gp.n_generated,
+                                                      rng)), axis=0)
         bred = bred[self.find_rows(bred) < 0]
         if region is not None and len(bred):
             bred = bred[region(bred)]

@@ -72,7 +72,7 @@ class TPESearcher(Searcher):
             chosen, distances = [], []
             for _ in range(q):
                 trial = study.ask(space)
-                sample = np.array([trial.params[n] for n in names])
+                sample = self.canonical_form(np.array([[trial.params[n] for n in names]]))[0]
                 if self._admits_new(sample):
                     chosen.append(int(self.add_rows(sample[None])[0]))
                     free = np.append(free, False)
