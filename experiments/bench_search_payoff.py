@@ -207,12 +207,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench_search_payoff")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the re-trainings")
     parser.add_argument("--report", action="store_true", help="only report the searches that finished")
+    parser.add_argument("--run", nargs="+", choices=SEARCHERS, default=list(SEARCHERS),
+                        help="run only these searchers' searches (the others must be in --work)")
     parser.add_argument("overrides", nargs="*", help="more overrides for every search and re-training")
     args = parser.parse_args()
     setup_console()
     if not args.report:
         for seed in args.seeds:
-            for searcher in SEARCHERS:
+            for searcher in args.run:
                 run_search(args.work, searcher, seed, args.overrides)
     report(args.work, args.seeds, args.overrides, args.threads)
 

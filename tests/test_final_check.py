@@ -9,6 +9,8 @@ import dataclasses
 import pytest
 import yaml
 
+from gpunet.latency.build import LatencySetup, fill
+from gpunet.latency.keys import spec_probes
 from gpunet.models import spec_cost
 from gpunet.search.final_check import choose, ranked
 from gpunet.search.journal import Trial
@@ -52,17 +54,23 @@ def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_t
     trials = [Trial(0, 0, heavy, 1.0, status="completed", value=0.9),
               Trial(1, 1, light, 1.0, status="completed", value=0.8)]
     cfg = compose_cfg(tmp_path, "objective=ackley", "search.final_check.rounds=2", app="search")
+    specs = [encoding_to_spec(CPU_SPACE, x, num_classes=10) for x in (heavy, light)]
+    fill([p for spec in specs for p in spec_probes(spec)], LatencySetup.from_config(cfg), "test")
     settings = OutputSettings.from_config(cfg)
-    ms, _ = settings.measure([encoding_to_spec(CPU_SPACE, x, num_classes=10) for x in (heavy, light)], 2)
+    first = settings.measure(specs, 2)
+    assert first.speed > 0 and first.at_table_speed == [m / first.speed for m in first.ms]
+    ms = first.at_table_speed
     assert ms[0] > 2 * ms[1], ms
     edge = (ms[0] * ms[1]) ** 0.5
     best = write_outputs(tmp_path, trials, dataclasses.replace(settings, band=(0.0, edge)))
 
-    assert best["trial"] == 1 and best["encoding"] == light and best["measured_latency_ms"] <= edge
+    assert best["trial"] == 1 and best["encoding"] == light and best["measured_at_table_speed_ms"] <= edge
     stored = yaml.safe_load((tmp_path / "best.yaml").read_text())
     check = stored["final_check"]
     assert [m["trial"] for m in check["measured"]] == [0, 1] and check["rounds"] == 2
-    assert check["measured"][0]["measured_latency_ms"] > edge
+    assert check["speed"] > 0 and check["measured"][0]["at_table_speed_ms"] > edge
+    assert check["measured"][0]["at_table_speed_ms"] == pytest.approx(
+        check["measured"][0]["measured_latency_ms"] / check["speed"])
     assert "more accurate but measured above it: trial 0" in check["chosen"]
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))

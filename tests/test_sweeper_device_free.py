@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
 from test_latency_support import table_inputs
 
-from gpunet.latency import build
+from gpunet.latency import end_to_end
 from gpunet.latency.backends import BackendUnavailable
 from gpunet.latency.build import TableNotReady, ensure_table
 from gpunet.latency.space_keys import reach
@@ -165,28 +165,31 @@ class JobLauncher:
 
 def test_the_best_networks_latency_is_measured_by_a_launcher_job_when_the_sweeper_cannot(
         tmp_path, monkeypatch):
-    base = ["latency.runs=3", "latency.warmup=1"]
+    base = ["latency.runs=3", "latency.warmup=1", f"latency.table={tmp_path / 'not-here.sqlite'}"]
     launcher = JobLauncher(base)
-    real = build.measure_networks_context
+    real = end_to_end.measure_end_to_end
 
     def only_in_jobs(specs, setup, rounds):
         if not launcher.in_job:
             raise BackendUnavailable("no such device in the sweeper's process")
         return real(specs, setup, rounds)
 
-    monkeypatch.setattr(build, "measure_networks_context", only_in_jobs)
-    cfg = search_cfg("objective=ackley", "search.final_check.rounds=2", *base)
+    monkeypatch.setattr(end_to_end, "measure_end_to_end", only_in_jobs)
+    cfg = search_cfg("objective=ackley", "search.final_check.rounds=2", *base)  # no table anywhere
     x, y = (e.tolist() for e in sobol_encodings(CPU_SPACE, 2, seed=0))
     trials = [Trial(0, 0, x, 1.0, status="completed", value=-2.0),
               Trial(1, 5, y, 1.1, status="completed", value=-3.0)]
     best = write_outputs(tmp_path, trials, OutputSettings.from_config(cfg), launcher, base)
     [job] = launcher.launched  # one job times both contenders, the most accurate first
-    assert job[:2] == base and "++trial.kind=latency" in job and "hydra.sweep.subdir=best_latency" in job
+    assert job[:3] == base and "++trial.kind=latency" in job and "hydra.sweep.subdir=best_latency" in job
     assert f"++trial.encodings=[[{','.join(map(str, x))}],[{','.join(map(str, y))}]]" in job
     assert "++trial.rounds=2" in job and "++trial.num_classes=10" in job
     stored = yaml.safe_load((tmp_path / "best.yaml").read_text())
     measured = stored["final_check"]["measured"]
     assert [m["trial"] for m in measured] == [0, 1] and all(m["measured_latency_ms"] > 0 for m in measured)
+    # the job found no table: no speed against it, so the figures stand as measured
+    assert stored["final_check"]["speed"] is None and measured[0]["at_table_speed_ms"] == measured[0][
+        "measured_latency_ms"]
     assert stored["measured_latency_ms"] == best["measured_latency_ms"] > 0
     assert stored["measured_on"]["where"] == "launcher job" and stored["spec"]["head"]["num_classes"] == 10
     assert "measured_latency_note" not in stored

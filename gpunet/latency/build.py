@@ -254,22 +254,13 @@ def ensure_table(setup: LatencySetup, space: SearchSpace) -> LatencyTable:
     return build_table(setup, space).table
 
 
-def measure_networks_context(specs: Sequence[NetworkSpec], setup: LatencySetup, rounds: int = 1,
-                             ) -> tuple[list[float], dict[str, Any]]:
-    """End-to-end latencies (median ms) of networks with the setup's device and backend, timed in
-    `rounds` interleaved rounds (Backend.measure_networks), and the context they were measured in.
-    Raises BackendUnavailable where the backend cannot run."""
-    backend = create_backend(setup.latency, setup.device)
-    try:
-        timings = backend.measure_networks(specs, rounds, setup.seed)
-        return [t.median_ms for t in timings], backend.context()
-    finally:
-        backend.close()
-
-
 def measure_network(spec: NetworkSpec, setup: LatencySetup) -> float:
     """End-to-end latency (median ms) of one network with the setup's device and backend."""
-    return measure_networks_context([spec], setup)[0][0]
+    backend = create_backend(setup.latency, setup.device)
+    try:
+        return backend.measure_network(spec).median_ms
+    finally:
+        backend.close()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="latency_apps", version_base="1.3")

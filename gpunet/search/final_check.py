@@ -24,15 +24,16 @@ from typing import Any
 
 from hydra.plugins.launcher import Launcher
 
+from gpunet.latency.end_to_end import EndToEnd
 from gpunet.search.journal import Trial
 from gpunet.search.loop import quote_value
 from gpunet.space.spec import NetworkSpec
 
 log = logging.getLogger(__name__)
 
-# End-to-end latencies (median ms) of networks timed in interleaved rounds, and their context;
+# End-to-end latencies of networks timed in interleaved rounds (gpunet.latency.end_to_end);
 # raises BackendUnavailable where the backend cannot run in this process.
-Measure = Callable[[Sequence[NetworkSpec], int], tuple[list[float], dict[str, Any]]]
+Measure = Callable[[Sequence[NetworkSpec], int], EndToEnd]
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,18 @@ class FinalCheck:
 
 @dataclass(frozen=True)
 class Measured:
-    """The contenders' end-to-end latencies (in their order), where they were taken, or why not."""
+    """The contenders' end-to-end latencies (in their order) and the machine's speed against the
+    table, where they were taken, or why not."""
 
     ms: list[float] | None
+    speed: float | None = None
     on: dict[str, Any] | None = None
     note: str | None = None
+
+    @property
+    def at_table_speed(self) -> list[float] | None:
+        """What the tier's edge is compared with (`EndToEnd.at_table_speed`)."""
+        return None if self.ms is None else EndToEnd(self.ms, self.speed, {}).at_table_speed
 
     def fields(self) -> dict[str, Any]:
         """How best.yaml says where its measurement comes from."""
@@ -68,8 +76,8 @@ def ranked(trials: Sequence[Trial]) -> list[Trial]:
 
 def choose(contenders: Sequence[Trial], ms: Sequence[float] | None, edge_ms: float) -> tuple[Trial, str]:
     """The best network of the most-accurate-first `contenders` and why: the first whose
-    measured latency `ms` is at most the tier's upper edge; the first of all when none is, or
-    when they could not be measured."""
+    measured latency `ms` (at the table's speed) is at most the tier's upper edge; the first of
+    all when none is, or when they could not be measured."""
     n = len(contenders)
     if ms is None:
         return contenders[0], "the most accurate trial (its latency could not be measured)"
@@ -106,8 +114,8 @@ def measure_contenders(search_dir: Path, contenders: Sequence[Trial], specs: Seq
     from gpunet.latency.backends import BackendUnavailable
 
     try:
-        ms, context = measure(specs, rounds)
-        return Measured([float(m) for m in ms], _measured_on(context, "sweeper"))
+        measured = measure(specs, rounds)
+        return Measured(measured.ms, measured.speed, _measured_on(measured.context, "sweeper"))
     except BackendUnavailable as err:
         reason = f"the sweeper cannot run latency={where['backend']} ({err})"
     if launcher is not None:
@@ -119,7 +127,7 @@ def measure_contenders(search_dir: Path, contenders: Sequence[Trial], specs: Seq
         except Exception as err:  # noqa: BLE001 - any job error is the reason it is not measured
             result = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
         if isinstance(result, dict) and result.get("status") == "completed":
-            return Measured([float(m) for m in result["measured_latency_ms"]],
+            return Measured([float(m) for m in result["measured_latency_ms"]], result.get("speed"),
                             _measured_on(result.get("context") or {}, "launcher job"))
         error = result.get("error") if isinstance(result, dict) else repr(result)
         reason += f", and neither could the launcher job sent to measure it ({error})"

@@ -37,9 +37,11 @@ TRIAL_KINDS = ("candidate", "latency")
 def measure_latency(cfg: DictConfig) -> dict[str, Any]:
     """The end-to-end latencies of `cfg.trial.encodings` (heads of `trial.num_classes`, else the
     data's classes) with cfg's device and backend, timed in `trial.rounds` interleaved rounds,
-    and the context they were measured in."""
+    the machine's speed against the table and the context they were measured in
+    (gpunet.latency.end_to_end)."""
     from gpunet.latency.backends import BackendUnavailable
-    from gpunet.latency.build import LatencySetup, head_classes, measure_networks_context
+    from gpunet.latency.build import LatencySetup, head_classes
+    from gpunet.latency.end_to_end import measure_end_to_end
 
     start = time.perf_counter()
     space = space_from_config(cfg.search_space)
@@ -47,13 +49,12 @@ def measure_latency(cfg: DictConfig) -> dict[str, Any]:
     specs = [encoding_to_spec(space, [int(x) for x in encoding], num_classes=num_classes)
              for encoding in cfg.trial.encodings]
     try:
-        ms, context = measure_networks_context(specs, LatencySetup.from_config(cfg),
-                                               int(cfg.trial.get("rounds") or 1))
+        measured = measure_end_to_end(specs, LatencySetup.from_config(cfg), int(cfg.trial.get("rounds") or 1))
     except BackendUnavailable as err:
         return {"status": "failed", "error": f"{type(err).__name__}: {err}",
                 "duration_s": time.perf_counter() - start}
-    return {"status": "completed", "measured_latency_ms": [float(x) for x in ms], "context": context,
-            "duration_s": time.perf_counter() - start}
+    return {"status": "completed", "measured_latency_ms": measured.ms, "speed": measured.speed,
+            "context": measured.context, "duration_s": time.perf_counter() - start}
 
 
 def run_trial(cfg: DictConfig) -> dict[str, Any]:

@@ -37,11 +37,12 @@ CSV_FIELDS = ["number", "job", "status", "proposer", "pool_index", "value", "est
 # pool_index empty: beyond the pool; measured_latency_ms: only the final check's contenders
 
 
-def measured_latencies(best: Mapping[str, Any] | None) -> dict[int, float]:
-    """Trial number -> end-to-end latency (ms) of the final check's contenders, from best.yaml."""
+def measured_latencies(best: Mapping[str, Any] | None, field: str = "measured_latency_ms"
+                       ) -> dict[int, float]:
+    """Trial number -> end-to-end latency (ms) of the final check's contenders, from best.yaml:
+    as measured, or with field="at_table_speed_ms" at the latency table's speed."""
     measured = ((best or {}).get("final_check") or {}).get("measured") or []
-    return {int(m["trial"]): float(m["measured_latency_ms"]) for m in measured
-            if m.get("measured_latency_ms") is not None}
+    return {int(m["trial"]): float(m[field]) for m in measured if m.get(field) is not None}
 
 
 def result_rows(trials: list[Trial], measured: Mapping[int, float] | None = None) -> list[dict[str, Any]]:
@@ -92,7 +93,8 @@ def plot_convergence(path: Path, trials: list[Trial], metric: str) -> None:
 def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str, band: tuple[float, float] | None,
                           best: Trial | None = None, measured: Mapping[int, float] | None = None) -> None:
     """Every trial at its estimated latency; the final check's contenders also at their measured
-    latency (hollow, joined to their estimate); `best` (default: the most accurate) as a star."""
+    latency (at the table's speed: hollow, joined to their estimate); `best` (default: the most
+    accurate) as a star."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for status, color in (("completed", "C0"), ("pruned", "C1"), ("failed", "C3")):
         chosen = [t for t in trials if t.status == status]
@@ -105,7 +107,7 @@ def plot_latency_vs_value(path: Path, trials: list[Trial], metric: str, band: tu
         t = by_number[number]
         ax.plot([t.est_latency_ms, ms], [t.value, t.value], color="k", lw=0.6, alpha=0.6)
         ax.scatter([ms], [t.value], s=30, facecolors="none", edgecolors="k", zorder=3,
-                   label="measured end to end" if i == 0 else None)
+                   label="measured (at the table's speed)" if i == 0 else None)
     best = best or best_trial(trials)
     if best is not None:
         x = (measured or {}).get(best.number, best.est_latency_ms)
@@ -136,13 +138,13 @@ class OutputSettings:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> OutputSettings:
         from gpunet.latency import build
+        from gpunet.latency.end_to_end import measure_end_to_end
         from gpunet.search.objectives import objective_metric
 
+        setup = build.LatencySetup.from_config(cfg)
         return cls(space_from_config(cfg.search_space), objective_metric(cfg.objective),
                    Tier.from_config(cfg.tier).band, build.head_classes(cfg), str(cfg.device.name),
-                   str(cfg.latency.name),
-                   lambda specs, rounds: build.measure_networks_context(
-                       specs, build.LatencySetup.from_config(cfg), rounds),
+                   str(cfg.latency.name), lambda specs, rounds: measure_end_to_end(specs, setup, rounds),
                    FinalCheck.from_config(cfg.search.final_check))
 
 
@@ -163,23 +165,27 @@ def write_best(search_dir: Path, trials: list[Trial], settings: OutputSettings,
         {"device": settings.device, "backend": settings.backend}, launcher, overrides,
         next_job=max((t.job for t in trials), default=-1) + 1)
     edge = settings.band[1]
-    best, why = choose(contenders, measured.ms, edge)
+    best, why = choose(contenders, measured.at_table_speed, edge)
     spec = specs[contenders.index(best)]
     cost = spec_cost(spec)
     onnx_path = export_onnx(build_model(spec), search_dir / "best.onnx",
                             (1, 3, spec.resolution, spec.resolution))
     ms = measured.ms or [None] * len(contenders)
+    at_table_speed = measured.at_table_speed or [None] * len(contenders)
     summary = {
         "trial": best.number, settings.metric: best.value, "status": best.status,
         "encoding": [int(x) for x in best.encoding],
         "est_latency_ms": best.est_latency_ms,
         "measured_latency_ms": ms[contenders.index(best)],
+        "measured_at_table_speed_ms": at_table_speed[contenders.index(best)],
         **measured.fields(),
         "latency_context": {"device": settings.device, "backend": settings.backend},
         "final_check": {"chosen": why, "tier_edge_ms": edge, "rounds": settings.final.rounds,
+                        "speed": measured.speed,  # time now / when the table was measured
                         "measured": [{"trial": t.number, settings.metric: t.value,
-                                      "est_latency_ms": t.est_latency_ms, "measured_latency_ms": m}
-                                     for t, m in zip(contenders, ms)]},
+                                      "est_latency_ms": t.est_latency_ms, "measured_latency_ms": m,
+                                      "at_table_speed_ms": a}
+                                     for t, m, a in zip(contenders, ms, at_table_speed)]},
         "params": cost.params, "macs": cost.macs, "resolution": spec.resolution,
         "onnx": onnx_path.name, "spec": spec.to_dict(),
     }
@@ -201,11 +207,10 @@ def write_outputs(search_dir: Path, trials: list[Trial], settings: OutputSetting
         plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, settings.metric, settings.band)
         return None
     summary = write_best(search_dir, trials, settings, launcher, overrides)
-    measured = measured_latencies(summary)
-    write_results_csv(search_dir / "results.csv", trials, measured)
+    write_results_csv(search_dir / "results.csv", trials, measured_latencies(summary))
     best = next(t for t in trials if t.number == summary["trial"])
     plot_latency_vs_value(search_dir / "latency_vs_accuracy.png", trials, settings.metric, settings.band,
-                          best, measured)
+                          best, measured_latencies(summary, "at_table_speed_ms"))
     return summary
 
 

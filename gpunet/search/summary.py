@@ -90,13 +90,15 @@ def final_check_lines(best: dict[str, Any], metric: str) -> list[str]:
     check = best.get("final_check")
     if not check:
         return []
-    edge = float(check["tier_edge_ms"])
+    edge, speed = float(check["tier_edge_ms"]), check.get("speed")
     rows = [f"trial {m['trial']} ({float(m[metric]):.4g}, "
-            + ("n/a" if m["measured_latency_ms"] is None else
-               f"{m['measured_latency_ms']:.3f} ms{'' if m['measured_latency_ms'] <= edge else ' > edge'}")
+            + ("n/a" if m["at_table_speed_ms"] is None else
+               f"{m['at_table_speed_ms']:.3f} ms{'' if m['at_table_speed_ms'] <= edge else ' > edge'}")
             + ")" for m in check["measured"]]
+    pace = ("" if speed is None else
+            f"; this machine ran {speed:.2f}x the table's times, so these are the measurements / {speed:.2f}")
     return [f"  final check: the top {len(rows)} by {metric} timed end to end ({check['rounds']} rounds; "
-            f"tier edge {edge:.3f} ms): " + ", ".join(rows),
+            f"tier edge {edge:.3f} ms{pace}): " + ", ".join(rows),
             f"  why trial {best['trial']}: {check['chosen']}"]
 
 

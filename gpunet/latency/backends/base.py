@@ -44,6 +44,21 @@ def cpu_clock(latency: Mapping[str, Any], threads: int):
     return name, CLOCKS[name]
 
 
+def time_interleaved(runners: Sequence[Runner], rounds: int, seed: int = 0,
+                     on_step: Callable[[], None] | None = None) -> list[Timing]:
+    """Prepared modules timed in `rounds` rounds that each visit every one in a new random order;
+    a module's timing pools all its runs. On a shared machine a passing load spike then hits
+    every module alike instead of deciding one module's figure."""
+    samples: list[list[float]] = [[] for _ in runners]
+    order = np.random.default_rng(seed)
+    for _ in range(rounds):
+        for i in order.permutation(len(runners)):
+            samples[i] += runners[i]()
+            if on_step is not None:
+                on_step()
+    return [summarize(s) for s in samples]
+
+
 class BackendUnavailable(GpunetError, RuntimeError):
     """The backend cannot run here (missing library, device or unsupported setting)."""
 
@@ -126,23 +141,14 @@ class Backend(ABC):
 
     def measure_networks(self, specs: Sequence[NetworkSpec], rounds: int = 1, seed: int = 0,
                          on_step: Callable[[], None] | None = None) -> list[Timing]:
-        """Whole networks end to end, in `rounds` rounds that each visit every network in a new
-        random order; a network's timing pools all its runs. On a shared machine a passing load
-        spike then hits every network alike instead of deciding one network's figure.
-        `on_step` is called after each network is prepared and after each timed visit."""
+        """Whole networks end to end, in interleaved rounds (`time_interleaved`); `on_step` is
+        called after each network is prepared and after each timed visit."""
         runners = []
         for spec in specs:
             runners.append(self.prepare_network(spec))
             if on_step is not None:
                 on_step()
-        samples: list[list[float]] = [[] for _ in runners]
-        order = np.random.default_rng(seed)
-        for _ in range(rounds):
-            for i in order.permutation(len(runners)):
-                samples[i] += runners[i]()
-                if on_step is not None:
-                    on_step()
-        return [summarize(s) for s in samples]
+        return time_interleaved(runners, rounds, seed, on_step)
 
     def prepare_network(self, spec: NetworkSpec) -> Runner:
         from gpunet.models import build_model
