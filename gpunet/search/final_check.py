@@ -5,9 +5,10 @@ A tier is defined by the latency table's estimate: quick enough to screen millio
 but a sum of isolated layers, measured at one moment of a machine whose speed drifts, so a
 network's end-to-end latency can sit 10-20% off it. The paper measures its networks as deployed
 before it reports them; here the `top` trials by value are timed end to end in `rounds`
-interleaved rounds, and the best network is the most accurate of them whose measured latency is
-at most the tier's upper edge. When none is, the most accurate stays the best and best.yaml
-says that it measured above the tier.
+interleaved rounds, and the best network is the most accurate of them whose measured latency, at
+the table's speed (gpunet.latency.end_to_end: the machine's drift since the table was built taken
+out), is at most the tier's upper edge. When none is, the most accurate stays the best and
+best.yaml says that it measured above the tier.
 
 They are timed where the device is: in the sweeper's process when the latency backend runs
 there, else as one launcher job (`trial.kind=latency`) on the nodes the candidates ran on. When
