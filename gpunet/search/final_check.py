@@ -51,22 +51,16 @@ class FinalCheck:
 
 @dataclass(frozen=True)
 class Measured:
-    """The contenders' end-to-end latencies (in their order) and the machine's speed against the
-    table, where they were taken, or why not."""
+    """The contenders' end-to-end latencies (in their order) and where they were taken, or why
+    they could not be (`result` None)."""
 
-    ms: list[float] | None
-    speed: float | None = None
+    result: EndToEnd | None
     on: dict[str, Any] | None = None
     note: str | None = None
 
-    @property
-    def at_table_speed(self) -> list[float] | None:
-        """What the tier's edge is compared with (`EndToEnd.at_table_speed`)."""
-        return None if self.ms is None else EndToEnd(self.ms, self.speed, {}).at_table_speed
-
     def fields(self) -> dict[str, Any]:
         """How best.yaml says where its measurement comes from."""
-        return {"measured_on": self.on} if self.ms is not None else {"measured_latency_note": self.note}
+        return {"measured_on": self.on} if self.result is not None else {"measured_latency_note": self.note}
 
 
 def ranked(trials: Sequence[Trial]) -> list[Trial]:
@@ -116,7 +110,7 @@ def measure_contenders(search_dir: Path, contenders: Sequence[Trial], specs: Seq
 
     try:
         measured = measure(specs, rounds)
-        return Measured(measured.ms, measured.speed, _measured_on(measured.context, "sweeper"))
+        return Measured(measured, _measured_on(measured.context, "sweeper"))
     except BackendUnavailable as err:
         reason = f"the sweeper cannot run latency={where['backend']} ({err})"
     if launcher is not None:
@@ -128,8 +122,9 @@ def measure_contenders(search_dir: Path, contenders: Sequence[Trial], specs: Seq
         except Exception as err:  # noqa: BLE001 - any job error is the reason it is not measured
             result = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
         if isinstance(result, dict) and result.get("status") == "completed":
-            return Measured([float(m) for m in result["measured_latency_ms"]], result.get("speed"),
-                            _measured_on(result.get("context") or {}, "launcher job"))
+            context = result.get("context") or {}
+            return Measured(EndToEnd([float(m) for m in result["measured_latency_ms"]], result.get("speed"),
+                                     context), _measured_on(context, "launcher job"))
         error = result.get("error") if isinstance(result, dict) else repr(result)
         reason += f", and neither could the launcher job sent to measure it ({error})"
     note = (f"not measured: {reason}. est_latency_ms is the table's estimate. To measure it, re-run "

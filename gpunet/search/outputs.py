@@ -165,13 +165,14 @@ def write_best(search_dir: Path, trials: list[Trial], settings: OutputSettings,
         {"device": settings.device, "backend": settings.backend}, launcher, overrides,
         next_job=max((t.job for t in trials), default=-1) + 1)
     edge = settings.band[1]
-    best, why = choose(contenders, measured.at_table_speed, edge)
+    result = measured.result
+    best, why = choose(contenders, result and result.at_table_speed, edge)
     spec = specs[contenders.index(best)]
     cost = spec_cost(spec)
     onnx_path = export_onnx(build_model(spec), search_dir / "best.onnx",
                             (1, 3, spec.resolution, spec.resolution))
-    ms = measured.ms or [None] * len(contenders)
-    at_table_speed = measured.at_table_speed or [None] * len(contenders)
+    ms = result.ms if result else [None] * len(contenders)
+    at_table_speed = result.at_table_speed if result else [None] * len(contenders)
     summary = {
         "trial": best.number, settings.metric: best.value, "status": best.status,
         "encoding": [int(x) for x in best.encoding],
@@ -181,7 +182,7 @@ def write_best(search_dir: Path, trials: list[Trial], settings: OutputSettings,
         **measured.fields(),
         "latency_context": {"device": settings.device, "backend": settings.backend},
         "final_check": {"chosen": why, "tier_edge_ms": edge, "rounds": settings.final.rounds,
-                        "speed": measured.speed,  # time now / when the table was measured
+                        "speed": result and result.speed,  # time now / when the table was measured
                         "measured": [{"trial": t.number, settings.metric: t.value,
                                       "est_latency_ms": t.est_latency_ms, "measured_latency_ms": m,
                                       "at_table_speed_ms": a}
