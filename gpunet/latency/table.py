@@ -133,8 +133,9 @@ class LatencyTable:
 
     # -- opening ---------------------------------------------------------------------------
     def _open(self) -> None:
-        self._check_format()  # before anything writes to a file that may not be ours
-        with self._write():
+        with _Transaction(self, "DEFERRED"):  # one snapshot: another process may be creating the
+            self._check_format()  # file between two reads; before anything writes to a file
+        with self._write():  # that may not be ours
             if self._pragma("application_id") == 0:
                 self._check_format()  # another process may have created it meanwhile
                 for statement in _SCHEMA.split(";"):
@@ -268,13 +269,14 @@ class LatencyTable:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front (waiting for other writers)."""
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front (waiting for other writers).
+    DEFERRED: a read transaction, so that several reads see one state of the file."""
 
-    def __init__(self, table: LatencyTable) -> None:
-        self.table = table
+    def __init__(self, table: LatencyTable, kind: str = "IMMEDIATE") -> None:
+        self.table, self.kind = table, kind
 
     def __enter__(self) -> None:
-        self.table._run(lambda: self.table._conn.execute("BEGIN IMMEDIATE"))
+        self.table._run(lambda: self.table._conn.execute(f"BEGIN {self.kind}"))
 
     def __exit__(self, exc_type: type | None, *exc: object) -> None:
         conn = self.table._conn
