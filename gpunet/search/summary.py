@@ -120,13 +120,15 @@ def format_summary(search_dir: Path, trials: list[Trial], n_trials: int, metric:
     if best is None:
         lines.append("  best: none (no trial finished with a value)")
     else:
-        measured = best.get("measured_latency_ms")
+        measured, at_speed = best.get("measured_latency_ms"), best.get("measured_at_table_speed_ms")
         where = best.get("latency_context") or {}
         lines += [f"  best: trial {best['trial']}, {metric} = {float(best[metric])!r}",
                   f"  latency: estimated {_ms(best.get('est_latency_ms'))}, measured "
                   + (_ms(measured) if measured is not None else "n/a (see measured_latency_note "
                      "in best.yaml)")
-                  + (f" ({where.get('backend')} on {where.get('device')})" if where else ""),
+                  + (f" ({where.get('backend')} on {where.get('device')})" if where else "")
+                  + ("" if at_speed is None or at_speed == measured else
+                     f", {_ms(at_speed)} at the table's speed"),
                   *final_check_lines(best, metric),
                   f"  params: {int(best['params']):,} (MACs {int(best['macs']):,})",
                   f"  best.yaml: {search_dir / 'best.yaml'} (network: {best.get('onnx', 'best.onnx')})"]
