@@ -265,13 +265,15 @@ def test_the_summary_survives_a_journal_with_every_status(tmp_path):
     assert text.endswith("  hub: not added: no trial finished with a value")
 
 
-def _ignore_sigterm_and_sleep() -> int:
+def _ignore_sigterm_and_sleep(ready: Path) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    (ready.parent / "writing").write_text(str(os.getpid()))
+    (ready.parent / "writing").rename(ready)  # whole, for the test's read
     time.sleep(120)
     return os.getpid()
 
 
-def test_stopping_workers_kills_a_loky_worker_that_ignores_terminate():
+def test_stopping_workers_kills_a_loky_worker_that_ignores_terminate(tmp_path):
     """joblib's loky workers have no Process.kill (their Popen lacks it): a worker that outlives
     terminate() must still be killed, not crash the Ctrl-C path (CI saw this under load)."""
     from joblib.externals.loky import get_reusable_executor
@@ -279,12 +281,14 @@ def test_stopping_workers_kills_a_loky_worker_that_ignores_terminate():
     from gpunet.search.summary import _stop_workers
 
     executor = get_reusable_executor(max_workers=1)
-    executor.submit(_ignore_sigterm_and_sleep)
-    time.sleep(3)  # the worker starts and installs its handler
-    workers = [p for p in multiprocessing.active_children() if p.is_alive()]
-    assert workers
+    ready = tmp_path / "ready"
+    executor.submit(_ignore_sigterm_and_sleep, ready)
+    deadline = time.monotonic() + 120  # the worker starts and ignores SIGTERM (slow under load)
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready.exists(), "the loky worker never started its task"
+    [worker] = [p for p in multiprocessing.active_children() if p.pid == int(ready.read_text())]
     _stop_workers(timeout_s=1.0)
-    for worker in workers:
-        worker.join(5)
-        assert not worker.is_alive()
+    worker.join(5)
+    assert not worker.is_alive()
     executor.shutdown(wait=False, kill_workers=True)
