@@ -147,6 +147,10 @@ def main() -> None:
     setup_console()
     torch.set_num_threads(1)  # idle torch threads beside the 1-thread ONNX Runtime sessions
     given = dict(item.split("=", 1) for item in args.search_dir)
+    for tier, directory in given.items():  # `--search-dir A=B recipe.epochs=20` would swallow the override
+        if tier not in args.tiers or not (Path(directory) / "best.yaml").is_file():
+            parser.error(f"--search-dir {tier}={directory}: not one of --tiers {args.tiers} with a "
+                         "finished search (best.yaml); give training overrides before the options")
     cfg = search_config()
     classes = int(cfg.data.num_classes) if cfg.data.get("num_classes") else 10
     searched = {}
