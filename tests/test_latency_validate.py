@@ -61,3 +61,19 @@ def test_validate_measures_writes_reports_and_stores_the_calibration(tmp_path, c
     cal = result.calibration
     assert np.allclose(estimate_encodings(space, table, X, 10, calibrated=True),
                        cal.a * total_ns / 1e6 + cal.b * entries + cal.c, rtol=1e-12)
+
+
+def test_the_measured_networks_spread_over_the_latency_range():
+    """Sobol networks are mostly small; the calibration must see the large ones too."""
+    from gpunet.latency.validate import spread_over_latency
+
+    rng = np.random.default_rng(0)
+    sums = rng.lognormal(0.0, 0.5, 5000)  # a long right tail, as a space's latencies have
+    chosen = spread_over_latency(sums, 20)
+    assert len(set(chosen.tolist())) == 20
+    picked = np.sort(sums[chosen])
+    lo, hi = np.percentile(sums, [0.5, 99.5])
+    assert picked[0] == pytest.approx(lo, rel=0.02) and picked[-1] == pytest.approx(hi, rel=0.02)
+    assert np.allclose(np.diff(picked), (hi - lo) / 19, rtol=0.2)  # evenly spaced
+    # a random draw of 20 would put about half below the median; here far fewer are
+    assert (picked < np.median(sums)).sum() <= 6
