@@ -30,6 +30,7 @@ import argparse
 import csv
 import os
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
@@ -42,7 +43,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from gpunet.files import save_figure, write_json, write_text  # noqa: E402
 from gpunet.latency.build import LatencySetup, ensure_table  # noqa: E402
 from gpunet.latency.end_to_end import measure_end_to_end  # noqa: E402
-from gpunet.latency.estimate import sum_encodings  # noqa: E402
+from gpunet.latency.estimate import estimate_encodings, sum_encodings  # noqa: E402
 from gpunet.latency.validate import _fit  # noqa: E402
 from gpunet.paths import CONF_DIR  # noqa: E402
 from gpunet.search.loop import load_tier_pool  # noqa: E402
@@ -112,6 +113,9 @@ def main() -> None:
     runs = [measure_end_to_end(specs, setup, args.rounds) for _ in range(args.repeats)]
     measured = np.median([r.at_table_speed for r in runs], axis=0)
     ratio = measured / estimate
+    stored = table.calibration()  # `python -m gpunet.latency.validate`'s fit, if it ran on this table
+    calibrated = None if stored is None else estimate_encodings(space, table, X, setup.num_classes,
+                                                                calibrated=True)
     designs = {
         "a*sum + b*entries + c (validate's)": np.column_stack([estimate, entries, np.ones_like(estimate)]),
         "+ d*sum^2": np.column_stack([estimate, entries, np.ones_like(estimate), estimate**2]),
@@ -131,10 +135,15 @@ def main() -> None:
             "ratio_range": [float(ratio[at].min()), float(ratio[at].max())],
             "above_edge": None if edge is None else int((measured[at] > edge).sum()),
             "weights_mb_median": float(np.median(weights_mb[at])),
+            "stored_calibration_ratio": None if calibrated is None else
+            float(np.median(measured[at] / calibrated[at])),
+            "above_edge_by_stored_calibration_estimate": None if calibrated is None or edge is None else
+            int((calibrated[at] > edge).sum()),
             "loo_error_pct": {name: float(100 * np.median((p[at] - measured[at]) / measured[at]))
                               for name, p in loo.items()},
         })
     out = {"root": str(args.root), "table": str(table.path), "context": table.context,
+           "stored_calibration": None if stored is None else asdict(stored),
            "speeds": [r.speed for r in runs], "rounds": args.rounds, "repeats": args.repeats,
            "rows": rows, "networks": [{"group": g, "encoding": e, "estimate_ms": float(s),
                                        "measured_ms": float(m), "weights_mb": float(w)}
@@ -168,13 +177,21 @@ def report(out: dict, designs: list[str]) -> str:
         "| weights (MB, median) | " + " | ".join(f"loo error, {d}" for d in designs) + " |",
         "|---|---|---|---|---|---|---|" + "---|" * len(designs),
     ]
+    cal = out["stored_calibration"]
+    if cal is not None:
+        lines[2] += (f" 'stored calibration': the table's own (`python -m gpunet.latency.validate`, "
+                     f"{cal['networks']} networks): end to end ~= {cal['a']:.4f} x sum + {cal['b']:.5f} ms x "
+                     f"entries + {cal['c']:.4f} ms; measured / that estimate, median.")
+        lines[4] += " measured / stored calibration's estimate |"
+        lines[5] += "---|"
     for r in out["rows"]:
         above = "" if r["above_edge"] is None else f"{r['above_edge']} of {r['networks']}"
         lines.append(
             f"| {r['group']} | {r['networks']} | {r['estimate_ms'][0]:.2f}-{r['estimate_ms'][1]:.2f} | "
             f"{r['ratio_median']:.3f} | {r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f} | {above} | "
             f"{r['weights_mb_median']:.1f} | "
-            + " | ".join(f"{r['loo_error_pct'][d]:+.1f}%" for d in designs) + " |")
+            + " | ".join(f"{r['loo_error_pct'][d]:+.1f}%" for d in designs) + " |"
+            + ("" if cal is None else f" {r['stored_calibration_ratio']:.3f} |"))
     lines += ["", "Produced by `experiments/bench_tier_fidelity.py` (see its docstring)."]
     return "\n".join(lines) + "\n"
 

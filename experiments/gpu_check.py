@@ -397,13 +397,13 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
     # Fidelity: the validate app's own functions (its `validate()` would first build the whole
     # space's table, 133k entries for Table 1).
     t1 = time.perf_counter()
-    sample = measure_sample(space, table, setup, networks, seed, mode.table_rounds)
+    sample = measure_sample(space, table, setup, X_all[:networks], mode.table_rounds)
     fid = fidelity(sample["sum_ms"], sample["entries"], sample["measured_ms"])
     table.set_calibration(fid.calibration)
     stem = out / "latency_fidelity"
     write_json(stem.with_suffix(".json"), {"search_space": space.name, "context": table.context,
                                            "table": str(table.path), **dc_asdict(fid)})
-    md = report_markdown(fid, table.context, space.name)
+    md = report_markdown(fid, table.context, space.name, sample["speed"])
     stem.with_suffix(".md").write_text(md)
     rows = ["encoding,entries,table_sum_ms,end_to_end_ms"] + [
         f"{'-'.join(map(str, x))},{n},{s:.6f},{m:.6f}" for x, n, s, m in

@@ -49,6 +49,7 @@ def test_validate_measures_writes_reports_and_stores_the_calibration(tmp_path, c
     assert result.networks == 6 and -1 <= result.kendall_tau <= 1 and result.mape_pct >= 0
     report = json.loads((tmp_path / "out" / "latency_fidelity.json").read_text())
     assert report["networks"] == 6 and report["context"]["backend"] == "onnxruntime"
+    assert report["speed"] > 0  # timed beside the table's own entries: at the table's speed
     assert (tmp_path / "out" / "latency_fidelity.png").read_bytes()[:4] == b"\x89PNG"
     assert "Kendall tau" in (tmp_path / "out" / "latency_fidelity.md").read_text()
     rows = (tmp_path / "out" / "latency_fidelity.csv").read_text().splitlines()

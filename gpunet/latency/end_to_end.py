@@ -17,7 +17,7 @@ machine, as a search's end is.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,17 +59,18 @@ def stored_references(specs: Sequence[NetworkSpec], setup: LatencySetup, context
     return [(p, entry.timing.median_ms) for p, entry in stored if entry is not None][:REFERENCE_ENTRIES]
 
 
-def measure_end_to_end(specs: Sequence[NetworkSpec], setup: LatencySetup, rounds: int) -> EndToEnd:
+def measure_end_to_end(specs: Sequence[NetworkSpec], setup: LatencySetup, rounds: int,
+                       on_step: Callable[[], None] | None = None) -> EndToEnd:
     """Time `specs` end to end with the setup's backend in `rounds` interleaved rounds, beside
-    up to REFERENCE_ENTRIES of their layers' table entries. Raises BackendUnavailable where the
-    backend cannot run."""
+    up to REFERENCE_ENTRIES of their layers' table entries; `on_step` is called after each
+    timed visit. Raises BackendUnavailable where the backend cannot run."""
     backend = create_backend(setup.latency, setup.device)
     try:
         context = backend.context()
         references = stored_references(specs, setup, context)
         runners = [backend.prepare_network(spec) for spec in specs] + [
             backend.prepare(p.module().eval(), (backend.batch_size, *p.shape)) for p, _ in references]
-        timings = time_interleaved(runners, rounds, setup.seed)
+        timings = time_interleaved(runners, rounds, setup.seed, on_step)
     finally:
         backend.close()
     now = [t.median_ms for t in timings]
