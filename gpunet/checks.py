@@ -116,6 +116,7 @@ SEARCH = [
     rule("search.pool.seed", integer(0)),
     rule("search.final_check.top", integer(1)),
     rule("search.final_check.rounds", integer(1)),
+    rule("search.final_check.widen", integer(1)),
     rule("seed", integer(0)),
 ]
 LATENCY = [

@@ -44,8 +44,8 @@ def test_the_best_is_the_most_accurate_contender_measured_within_the_edge() -> N
     assert best.number == 7 and "could not be measured" in why
 
 
-def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_tier(
-        tmp_path, compose_cfg) -> None:
+def heavy_and_light(tmp_path, compose_cfg, *overrides: str) -> tuple[list[Trial], OutputSettings, float]:
+    """Two trials, the more accurate one the heavier network, and an edge between them."""
     # the heaviest and the lightest of 32 Sobol networks: their end-to-end latencies differ
     # several-fold, so an edge at their geometric mean separates them on any machine
     encodings = [x.tolist() for x in sobol_encodings(CPU_SPACE, 32, seed=0)]
@@ -53,7 +53,7 @@ def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_t
     heavy, light = encodings[macs.index(max(macs))], encodings[macs.index(min(macs))]
     trials = [Trial(0, 0, heavy, 1.0, status="completed", value=0.9),
               Trial(1, 1, light, 1.0, status="completed", value=0.8)]
-    cfg = compose_cfg(tmp_path, "objective=ackley", "search.final_check.rounds=2", app="search")
+    cfg = compose_cfg(tmp_path, "objective=ackley", "search.final_check.rounds=2", *overrides, app="search")
     specs = [encoding_to_spec(CPU_SPACE, x, num_classes=10) for x in (heavy, light)]
     fill([p for spec in specs for p in spec_probes(spec)], LatencySetup.from_config(cfg), "test")
     settings = OutputSettings.from_config(cfg)
@@ -61,7 +61,13 @@ def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_t
     assert first.speed > 0 and first.at_table_speed == [m / first.speed for m in first.ms]
     ms = first.at_table_speed
     assert ms[0] > 2 * ms[1], ms
-    edge = (ms[0] * ms[1]) ** 0.5
+    return trials, settings, (ms[0] * ms[1]) ** 0.5
+
+
+def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_tier(
+        tmp_path, compose_cfg) -> None:
+    trials, settings, edge = heavy_and_light(tmp_path, compose_cfg)
+    light = trials[1].encoding
     best = write_outputs(tmp_path, trials, dataclasses.replace(settings, band=(0.0, edge)))
 
     assert best["trial"] == 1 and best["encoding"] == light and best["measured_at_table_speed_ms"] <= edge
@@ -80,6 +86,25 @@ def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_t
     assert "why trial 1: the most accurate" in lines[1]
 
 
+@pytest.mark.parametrize("widen", [2, 1])
+def test_when_none_of_the_top_fits_the_check_widens(tmp_path, compose_cfg, widen) -> None:
+    """Only the heavier, more accurate network is timed first (top 1): it is above the edge, so
+    the top `widen` are timed and the lighter one is the best; without widening it stays."""
+    trials, settings, edge = heavy_and_light(tmp_path, compose_cfg, "search.final_check.top=1",
+                                             f"search.final_check.widen={widen}")
+    best = write_outputs(tmp_path, trials, dataclasses.replace(settings, band=(0.0, edge)))
+    stored = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    check = stored["final_check"]
+    if widen == 2:
+        assert best["trial"] == 1 and check["widened_from"] == 1
+        assert [m["trial"] for m in check["measured"]] == [0, 1]
+        assert "none of the top 1 was within the tier" in final_check_lines(stored, "ackley_value")[0]
+    else:
+        assert best["trial"] == 0 and check["widened_from"] is None
+        assert [m["trial"] for m in check["measured"]] == [0]
+        assert "none of the top 1 measured within the tier" in check["chosen"]
+
+
 def test_the_final_check_times_only_the_top_few(tmp_path, compose_cfg) -> None:
     encodings = [x.tolist() for x in sobol_encodings(CPU_SPACE, 3, seed=1)]
     trials = [Trial(i, i, x, 1.0, status="completed", value=float(i)) for i, x in enumerate(encodings)]
@@ -90,7 +115,7 @@ def test_the_final_check_times_only_the_top_few(tmp_path, compose_cfg) -> None:
     assert measured[0] == "" and float(measured[1]) > 0 and float(measured[2]) > 0
 
 
-@pytest.mark.parametrize("knob", ["top", "rounds"])
+@pytest.mark.parametrize("knob", ["top", "rounds", "widen"])
 def test_a_final_check_of_nothing_is_refused(knob, composed) -> None:
     from gpunet.checks import check_search
     from gpunet.errors import ConfigError

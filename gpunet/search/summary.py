@@ -97,8 +97,10 @@ def final_check_lines(best: dict[str, Any], metric: str) -> list[str]:
             + ")" for m in check["measured"]]
     pace = ("" if speed is None else
             f"; this machine ran {speed:.2f}x the table's times, so these are the measurements / {speed:.2f}")
+    widened = check.get("widened_from")
+    why_so_many = "" if not widened else f"; none of the top {widened} was within the tier"
     return [f"  final check: the top {len(rows)} by {metric} timed end to end ({check['rounds']} rounds; "
-            f"tier edge {edge:.3f} ms{pace}): " + ", ".join(rows),
+            f"tier edge {edge:.3f} ms{pace}{why_so_many}): " + ", ".join(rows),
             f"  why trial {best['trial']}: {check['chosen']}"]
 
 
