@@ -38,6 +38,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from gpunet.files import save_figure, write_json, write_text  # noqa: E402
@@ -59,8 +60,10 @@ def config(*overrides: str):
 
 
 def search_trials(directory: Path) -> list[tuple[str, list[int]]]:
-    """(group, encoding) of every trial of a finished search."""
-    tier = directory.name.split("-")[3]
+    """(group, encoding) of every trial of a finished search; the group names its tier, whether
+    its tier was by the calibrated estimate, and who proposed the trial."""
+    cfg = yaml.safe_load((directory / "search.yaml").read_text())
+    tier = f"{float(cfg['tier']['target_ms']):g}ms" + (" calibrated" if cfg["latency"]["calibrated"] else "")
     with open(directory / "results.csv") as f:
         return [(f"{tier} {row['proposer']}", [int(x) for x in row["encoding"].split("-")])
                 for row in csv.DictReader(f)]
