@@ -10,7 +10,7 @@ the table's speed (gpunet.latency.end_to_end: the machine's drift since the tabl
 out), is at most the tier's upper edge. When none is, the top `widen` are timed instead (one more
 measurement, all of them together): a search that exploits the estimate can have its few best
 networks all above the edge (on the CPU space's 2 ms tier, 16 of the 17 networks its model chose
-measured 1.09-1.16x their estimate) while less accurate ones fit. When none of those is within
+measured 1.09-1.20x their estimate) while less accurate ones fit. When none of those is within
 it either, the most accurate stays the best and best.yaml says that it measured above the tier.
 
 They are timed where the device is: in the sweeper's process when the latency backend runs
