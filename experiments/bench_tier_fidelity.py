@@ -46,6 +46,7 @@ from gpunet.latency.build import LatencySetup, ensure_table  # noqa: E402
 from gpunet.latency.end_to_end import measure_end_to_end  # noqa: E402
 from gpunet.latency.estimate import estimate_encodings, sum_encodings  # noqa: E402
 from gpunet.latency.validate import _fit  # noqa: E402
+from gpunet.models import spec_cost  # noqa: E402
 from gpunet.paths import CONF_DIR  # noqa: E402
 from gpunet.search.loop import load_tier_pool  # noqa: E402
 from gpunet.space import space_from_config  # noqa: E402
@@ -112,7 +113,7 @@ def main() -> None:
     sums_ns, entries = sum_encodings(space, table, X, setup.num_classes)
     estimate = sums_ns / 1e6
     specs = [encoding_to_spec(space, x, setup.num_classes) for x in encodings]
-    weights_mb = np.array([spec_weights_mb(s) for s in specs])
+    weights_mb = np.array([spec_cost(s).params * 4 / 2**20 for s in specs])  # fp32 parameters
     runs = [measure_end_to_end(specs, setup, args.rounds) for _ in range(args.repeats)]
     measured = np.median([r.at_table_speed for r in runs], axis=0)
     ratio = measured / estimate
@@ -156,12 +157,6 @@ def main() -> None:
     write_text(RESULTS / f"{args.name}.md", report(out, list(designs)))
     plot(groups, estimate, measured, edges, RESULTS / f"{args.name}.png")
     print(report(out, list(designs)))
-
-
-def spec_weights_mb(spec) -> float:
-    from gpunet.models import build_model
-
-    return sum(p.numel() for p in build_model(spec).parameters()) * 4 / 2**20
 
 
 def report(out: dict, designs: list[str]) -> str:
