@@ -10,11 +10,12 @@ networks whose estimate is low for what they are). All are timed end to end in i
 rounds beside a sample of their own layers (gpunet.latency.end_to_end), so each latency is at
 the table's speed, the figure a tier's edge is compared with; --repeats such runs, median.
 
-Then the calibration `python -m gpunet.latency.validate` fits (end to end ~= a * sum + b *
-#entries + c) is refitted on these networks, leave-one-out, and set beside one with a term for
-the square of the sum and one with a term for the network's weights (MB of fp32 parameters: a
-layer timed alone keeps its weights in cache, a whole network of several MB streams them), to see
-whether the error left depends on the tier.
+Then the calibration `python -m gpunet.latency.validate` fitted until 2026-12-02 (end to end ~=
+a * sum + b * #entries + c) is refitted on these networks, leave-one-out, beside one with a term
+for the square of the sum and the one it fits now, with a term for the network's weights (a layer
+timed alone keeps its weights in cache, a whole network of several MB streams them), to see
+whether the error left depends on the tier. When the table holds a calibration, each group's
+measurements are also compared with its estimate ("stored calibration").
 
 Run alone, in the directory whose outputs/latency table and pools the searches used:
 
@@ -45,8 +46,7 @@ from gpunet.files import save_figure, write_json, write_text  # noqa: E402
 from gpunet.latency.build import LatencySetup, ensure_table  # noqa: E402
 from gpunet.latency.end_to_end import measure_end_to_end  # noqa: E402
 from gpunet.latency.estimate import estimate_encodings, sum_encodings  # noqa: E402
-from gpunet.latency.validate import _fit  # noqa: E402
-from gpunet.models import spec_cost  # noqa: E402
+from gpunet.latency.validate import leave_one_out  # noqa: E402
 from gpunet.paths import CONF_DIR  # noqa: E402
 from gpunet.search.loop import load_tier_pool  # noqa: E402
 from gpunet.space import space_from_config  # noqa: E402
@@ -68,15 +68,6 @@ def search_trials(directory: Path) -> list[tuple[str, list[int]]]:
     with open(directory / "results.csv") as f:
         return [(f"{tier} {row['proposer']}", [int(x) for x in row["encoding"].split("-")])
                 for row in csv.DictReader(f)]
-
-
-def loo_predictions(A: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    """Each network's calibrated latency from a fit without it."""
-    out = np.empty_like(measured)
-    for i in range(len(measured)):
-        keep = np.arange(len(measured)) != i
-        out[i] = A[i] @ _fit(A[keep], measured[keep])
-    return out
 
 
 def main() -> None:
@@ -110,10 +101,10 @@ def main() -> None:
     space, setup = space_from_config(cfg.search_space), LatencySetup.from_config(cfg)
     table = ensure_table(setup, space)  # complete: the searches built it
     X = np.array(encodings)
-    sums_ns, entries = sum_encodings(space, table, X, setup.num_classes)
-    estimate = sums_ns / 1e6
+    sums = sum_encodings(space, table, X, setup.num_classes)
+    estimate, entries, mparams = sums.total_ns / 1e6, sums.entries, sums.params / 1e6
     specs = [encoding_to_spec(space, x, setup.num_classes) for x in encodings]
-    weights_mb = np.array([spec_cost(s).params * 4 / 2**20 for s in specs])  # fp32 parameters
+    weights_mb = sums.params * 4 / 2**20  # fp32 parameters
     runs = [measure_end_to_end(specs, setup, args.rounds) for _ in range(args.repeats)]
     measured = np.median([r.at_table_speed for r in runs], axis=0)
     ratio = measured / estimate
@@ -121,11 +112,13 @@ def main() -> None:
     calibrated = None if stored is None else estimate_encodings(space, table, X, setup.num_classes,
                                                                 calibrated=True)
     designs = {
-        "a*sum + b*entries + c (validate's)": np.column_stack([estimate, entries, np.ones_like(estimate)]),
+        "a*sum + b*entries + c (validate's before)": np.column_stack([estimate, entries,
+                                                                     np.ones_like(estimate)]),
         "+ d*sum^2": np.column_stack([estimate, entries, np.ones_like(estimate), estimate**2]),
-        "+ d*weights_mb": np.column_stack([estimate, entries, np.ones_like(estimate), weights_mb]),
+        "+ d*Mparams (validate's now)": np.column_stack([estimate, entries, np.ones_like(estimate),
+                                                         mparams]),
     }
-    loo = {name: loo_predictions(A, measured) for name, A in designs.items()}
+    loo = {name: leave_one_out(A, measured) for name, A in designs.items()}
     order = list(dict.fromkeys(groups))
     rows = []
     for group in order:
@@ -179,7 +172,8 @@ def report(out: dict, designs: list[str]) -> str:
     if cal is not None:
         lines[2] += (f" 'stored calibration': the table's own (`python -m gpunet.latency.validate`, "
                      f"{cal['networks']} networks): end to end ~= {cal['a']:.4f} x sum + {cal['b']:.5f} ms x "
-                     f"entries + {cal['c']:.4f} ms; measured / that estimate, median.")
+                     f"entries + {cal['c']:.4f} ms + {cal.get('d', 0.0):.4f} ms x million parameters; "
+                     "measured / that estimate, median.")
         lines[4] += " measured / stored calibration's estimate |"
         lines[5] += "---|"
     for r in out["rows"]:

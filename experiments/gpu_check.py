@@ -346,10 +346,10 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
     from gpunet.config import plain
     from gpunet.latency.backends import create_backend
     from gpunet.latency.build import LatencySetup, fill
-    from gpunet.latency.estimate import sum_spec
+    from gpunet.latency.estimate import estimate_spec, sum_spec
     from gpunet.latency.keys import spec_probes
     from gpunet.latency.space_keys import reach
-    from gpunet.latency.validate import fidelity, measure_sample, plot_fidelity, report_markdown
+    from gpunet.latency.validate import fidelity, measure_sample, write_outputs
     from gpunet.space import encoding_to_spec, released_spec, sobol_encodings, space_from_config
 
     if mode.name == "cuda":
@@ -398,21 +398,9 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
     # space's table, 133k entries for Table 1).
     t1 = time.perf_counter()
     sample = measure_sample(space, table, setup, X_all[:networks], mode.table_rounds)
-    fid = fidelity(sample["sum_ms"], sample["entries"], sample["measured_ms"])
+    fid = fidelity(sample["sum_ms"], sample["entries"], sample["mparams"], sample["measured_ms"])
     table.set_calibration(fid.calibration)
-    stem = out / "latency_fidelity"
-    write_json(stem.with_suffix(".json"), {"search_space": space.name, "context": table.context,
-                                           "table": str(table.path), **dc_asdict(fid)})
-    md = report_markdown(fid, table.context, space.name, sample["speed"])
-    stem.with_suffix(".md").write_text(md)
-    rows = ["encoding,entries,table_sum_ms,end_to_end_ms"] + [
-        f"{'-'.join(map(str, x))},{n},{s:.6f},{m:.6f}" for x, n, s, m in
-        zip(sample["encodings"], sample["entries"], sample["sum_ms"], sample["measured_ms"])]
-    stem.with_suffix(".csv").write_text("\n".join(rows) + "\n")
-    ctx = table.context
-    plot_fidelity(sample, fid, f"{space.name}: {ctx['backend']} on {ctx['device']} ({ctx['hardware']}), "
-                  f"{fid.networks} networks", stem.with_suffix(".png"))
-    print(md, flush=True)
+    md = write_outputs(out / "latency_fidelity", space.name, table, sample, fid)
     results["fidelity"] = dc_asdict(fid)
     results["fidelity_markdown"] = md
     results["seconds_fidelity"] = round(time.perf_counter() - t1, 1)
@@ -421,11 +409,10 @@ def step_latency_table(mode: Mode, work: Path, deadline: float) -> dict[str, Any
     try:
         arch_rows = []
         for name, spec in archs.items():
-            total_ns, entries = sum_spec(spec, table)
+            sums = sum_spec(spec, table)
             e2e = backend.measure_network(spec)
-            cal = fid.calibration
-            arch_rows.append({"arch": name, "entries": entries, "table_sum_ms": total_ns / 1e6,
-                              "calibrated_ms": cal.a * total_ns / 1e6 + cal.b * entries + cal.c,
+            arch_rows.append({"arch": name, "entries": sums.entries, "table_sum_ms": sums.total_ns / 1e6,
+                              "calibrated_ms": estimate_spec(spec, table, calibrated=True),
                               "end_to_end_ms": e2e.median_ms, "end_to_end_p90_ms": e2e.p90_ms})
     finally:
         backend.close()

@@ -130,7 +130,7 @@ LATENCY = [
 LATENCY_APPS = {
     "build": [rule("seed", integer(0))],
     "stratify": [rule("stratify.samples", integer(1)), rule("stratify.seed", integer(0))],
-    "validate": [rule("validate.networks", integer(4)), rule("validate.rounds", integer(1)),
+    "validate": [rule("validate.networks", integer(5)), rule("validate.rounds", integer(1)),
                  rule("validate.seed", integer(0))],
 }
 LAUNCHER = [  # hydra.launcher of the search: how many jobs run at once

@@ -18,6 +18,7 @@ from gpunet.latency.estimate import (
 from gpunet.latency.keys import spec_probes
 from gpunet.latency.table import Calibration, LatencyTable
 from gpunet.latency.timing import Timing
+from gpunet.models import spec_cost
 from gpunet.space import encoding_to_spec, load_space, released_spec, sobol_encodings
 
 CPU = load_space("cpu")
@@ -41,6 +42,18 @@ def test_both_paths_agree_exactly_on_every_network_of_a_tiny_space(tmp_path):
     assert fast[-1] == sum(medians[p.key] for p in spec_probes(spec)) / 1e6
 
 
+@pytest.mark.parametrize("space_name", ["tiny", "cpu"])
+def test_the_vectorised_parameter_count_is_the_specs(space_name, cpu_table, tmp_path):
+    """The calibration's weights term: both paths count each network's parameters alike."""
+    if space_name == "tiny":
+        space = tiny_space()
+        table, X = synthetic_table(tmp_path / "t.sqlite", space), all_encodings(space)
+    else:
+        space, table, X = CPU, cpu_table, sobol_encodings(CPU, 300, seed=4)
+    params = EncodingEstimator(space, table, 10).sums(X).params
+    assert params.tolist() == [spec_cost(encoding_to_spec(space, x, num_classes=10)).params for x in X]
+
+
 def test_both_paths_agree_exactly_on_sobol_samples_of_the_cpu_space(cpu_table):
     X = sobol_encodings(CPU, 400, seed=3)
     fast = estimate_encodings(CPU, cpu_table, X, 10)
@@ -61,20 +74,22 @@ def test_an_estimator_built_once_answers_every_batch_as_a_fresh_estimate(cpu_tab
 @given(st.lists(st.integers(0, 10**6), min_size=41, max_size=41))
 def test_both_paths_agree_on_random_encodings_calibrated_too(cpu_table, raw):
     x = np.array(raw) % CPU.cardinalities
-    cpu_table.set_calibration(Calibration(0.93, 0.0021, -0.017, 3.0, 40))
+    cpu_table.set_calibration(Calibration(0.93, 0.0021, -0.017, 0.12, 3.0, 40))
     spec = encoding_to_spec(CPU, x, num_classes=10)
     for calibrated in (False, True):
         assert estimate_encodings(CPU, cpu_table, x[None], 10, calibrated=calibrated)[0] == \
             estimate_spec(spec, cpu_table, calibrated=calibrated)
 
 
-def test_calibration_is_a_linear_map_of_sum_and_entry_count(cpu_table):
-    cal = Calibration(0.9, 0.004, 0.05, 1.0, 10)
+def test_calibration_is_a_linear_map_of_sum_entry_count_and_parameters(cpu_table):
+    cal = Calibration(0.9, 0.004, 0.05, 0.12, 1.0, 10)
     cpu_table.set_calibration(cal)
     X = sobol_encodings(CPU, 50, seed=1)
     raw = estimate_encodings(CPU, cpu_table, X, 10)
-    entries = np.array([len(encoding_to_spec(CPU, x).layers) + 1 for x in X])
-    expected = cal.a * raw + cal.b * entries + cal.c
+    specs = [encoding_to_spec(CPU, x, num_classes=10) for x in X]
+    entries = np.array([len(spec.layers) + 1 for spec in specs])
+    mparams = np.array([spec_cost(spec).params / 1e6 for spec in specs])
+    expected = cal.a * raw + cal.b * entries + cal.c + cal.d * mparams
     assert np.allclose(estimate_encodings(CPU, cpu_table, X, 10, calibrated=True), expected, rtol=1e-12)
 
 
@@ -119,7 +134,7 @@ def test_any_network_spec_such_as_nvidia_gpunet_is_estimated(tmp_path):
                     for i, p in enumerate(probes)])
     distinct = {p.key: i for i, p in enumerate(probes)}  # a repeated layer counts every time
     expected = sum(10_000 * (distinct[p.key] + 1) for p in probes)
-    assert sum_spec(spec, table) == (expected, len(probes))
+    assert sum_spec(spec, table) == (expected, len(probes), spec_cost(spec).params)
     assert estimate_spec(spec, table) == expected / 1e6
 
 

@@ -72,7 +72,7 @@ def test_the_pool_is_cached_and_keyed_by_what_it_depends_on(setup):
     key, ns = next(iter(table.medians_ns().items()))
     table.put(key, {}, Timing(ns / 1e6 * 1.5, ns / 1e6 * 2, 3))  # the table changed
     tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache, num_classes=10)
-    table.set_calibration(Calibration(1.0, 0.0, 0.0, 0.0, 4))  # calibrated estimates
+    table.set_calibration(Calibration(1.0, 0.0, 0.0, 0.0, 0.0, 4))  # calibrated estimates
     tier_pool(space, table, tier, n=4096, seed=0, cache_dir=cache, calibrated=True, num_classes=10)
     assert len(list(cache.glob("*.npz"))) == 5
 

@@ -42,8 +42,8 @@ def test_calibration_and_fingerprint(tmp_path):
     table.put("a", {}, Timing(0.1, 0.1, 1))
     assert table.calibration() is None
     before = table.fingerprint()
-    table.set_calibration(Calibration(0.9, 0.001, -0.02, 2.5, 40))
-    assert table.calibration() == Calibration(0.9, 0.001, -0.02, 2.5, 40)
+    table.set_calibration(Calibration(0.9, 0.001, -0.02, 0.1, 2.5, 40))
+    assert table.calibration() == Calibration(0.9, 0.001, -0.02, 0.1, 2.5, 40)
     assert table.fingerprint() != before
     calibrated = table.fingerprint()
     table.put("a", {}, Timing(0.2, 0.2, 1))
@@ -110,6 +110,36 @@ def test_a_newer_schema_is_refused(tmp_path):
     conn.close()
     with pytest.raises(LatencyTableError, match="newer gpunet"):
         LatencyTable(path, CTX)
+
+
+def test_a_schema_1_table_keeps_its_calibration_without_a_weights_term(tmp_path):
+    """Tables written before the calibration had a weights term open, and estimate as before."""
+    import json
+
+    from gpunet.latency.table import APPLICATION_ID
+
+    path = tmp_path / "t.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(f"""
+        CREATE TABLE contexts (id INTEGER PRIMARY KEY, context TEXT NOT NULL UNIQUE);
+        CREATE TABLE entries (context_id INTEGER NOT NULL, key TEXT NOT NULL, fields TEXT NOT NULL,
+            median_ms REAL NOT NULL, p90_ms REAL NOT NULL, runs INTEGER NOT NULL,
+            measured_at TEXT NOT NULL, PRIMARY KEY (context_id, key));
+        CREATE TABLE calibrations (context_id INTEGER PRIMARY KEY, a REAL NOT NULL, b REAL NOT NULL,
+            c REAL NOT NULL, mape REAL NOT NULL, networks INTEGER NOT NULL, fitted_at TEXT NOT NULL);
+        PRAGMA application_id = {APPLICATION_ID};
+        PRAGMA user_version = 1;
+    """)
+    conn.execute("INSERT INTO contexts (id, context) VALUES (1, ?)",
+                 (json.dumps(CTX, sort_keys=True, separators=(",", ":")),))
+    conn.execute("INSERT INTO calibrations VALUES (1, 0.9, 0.001, -0.02, 2.5, 40, 'then')")
+    conn.commit()
+    conn.close()
+    table = LatencyTable(path, CTX)
+    assert table.calibration() == Calibration(0.9, 0.001, -0.02, 0.0, 2.5, 40)
+    table.set_calibration(Calibration(1.0, 0.0, 0.0, 0.1, 1.0, 10))  # the new column is written
+    assert table.calibration().d == 0.1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 WRITER = textwrap.dedent("""

@@ -4,13 +4,16 @@ Two paths add the same integers (every entry's median in nanoseconds, `LatencyTa
 so they agree exactly: `estimate_spec` walks any NetworkSpec's layers (including NVIDIA's JSON
 networks), `estimate_encodings` does the same sum for an (N, D) array of encodings with numpy
 look-up arrays, stage by stage, so millions of networks take about a second. A stored calibration
-(gpunet.latency.validate) optionally maps the sum to the end-to-end latency.
+(gpunet.latency.validate) optionally maps the sum, the number of entries and the network's
+parameter count (both paths count them alike) to the end-to-end latency.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,9 +21,10 @@ from gpunet.errors import GpunetError
 from gpunet.latency.keys import Probe, head_key_of, layer_key_of, spec_probes
 from gpunet.latency.space_keys import StageReach, reach
 from gpunet.latency.table import Calibration, LatencyTable
+from gpunet.models.profile import head_cost, layer_params, spec_cost
 from gpunet.space.encoding import check_space_encodings, encoding_to_spec
 from gpunet.space.search_space import SearchSpace, StageSpace
-from gpunet.space.spec import NetworkSpec, conv_output_size
+from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec, conv_output_size
 
 VARIANT_FIELDS = ("kernel", "expansion", "se", "act")
 MISSING = -1
@@ -48,9 +52,17 @@ def _missing(table: LatencyTable, probe: Probe, where: str) -> MissingEntryError
         f"{fill_command(table)}")
 
 
+class Sums(NamedTuple):
+    """What an estimate is made of, per network: ints, or int64 arrays on the vectorised path."""
+
+    total_ns: np.ndarray | int  # the sum of its entries' medians
+    entries: np.ndarray | int  # how many entries (layers and the head)
+    params: np.ndarray | int  # its parameters (the calibration's weights term)
+
+
 def sum_spec(spec: NetworkSpec, table: LatencyTable,
-             medians_ns: dict[str, int] | None = None) -> tuple[int, int]:
-    """(sum of the network's entries in ns, number of entries)."""
+             medians_ns: dict[str, int] | None = None) -> Sums:
+    """The network's sum of entries, their number and its parameters."""
     medians = table.medians_ns() if medians_ns is None else medians_ns
     total = 0
     probes = spec_probes(spec)
@@ -59,15 +71,16 @@ def sum_spec(spec: NetworkSpec, table: LatencyTable,
             where = "the head" if probe.is_head else f"layer {i} (stage {probe.part.stage})"
             raise _missing(table, probe, f"{where} of network {spec.name or '<unnamed>'}")
         total += medians[probe.key]
-    return total, len(probes)
+    return Sums(total, len(probes), spec_cost(spec).params)
 
 
-def _to_ms(total_ns: np.ndarray, entries: np.ndarray, calibration: Calibration | None) -> np.ndarray:
+def _to_ms(sums: Sums, calibration: Calibration | None) -> np.ndarray:
     """The one conversion both paths use (so calibrated estimates agree exactly too)."""
-    ms = total_ns.astype(np.float64) / 1e6
+    ms = np.asarray(sums.total_ns).astype(np.float64) / 1e6
     if calibration is None:
         return ms
-    return calibration.a * ms + calibration.b * entries.astype(np.float64) + calibration.c
+    return calibration.apply(ms, np.asarray(sums.entries).astype(np.float64),
+                             np.asarray(sums.params).astype(np.float64) / 1e6)
 
 
 def _calibration(table: LatencyTable, calibrated: bool) -> Calibration | None:
@@ -83,19 +96,27 @@ def _calibration(table: LatencyTable, calibrated: bool) -> Calibration | None:
 
 def estimate_spec(spec: NetworkSpec, table: LatencyTable, calibrated: bool = False) -> float:
     """Estimated latency of one network in ms (the table's calibration applied if `calibrated`)."""
-    total, entries = sum_spec(spec, table)
-    return float(_to_ms(np.array([total]), np.array([entries]), _calibration(table, calibrated))[0])
+    return float(_to_ms(sum_spec(spec, table), _calibration(table, calibrated)))
 
 
 # -- the vectorised path ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _StageLUT:
-    """Entries of one stage in dense arrays (MISSING where the table has none)."""
+    """Entries of one stage in dense arrays (MISSING where the table has none), and the
+    parameters of the same layers (`*_params`, broadcast over the input sizes)."""
 
     stage_reach: StageReach
     first: np.ndarray  # [size, in channels, filters, kernel, expansion, se, act] indices
     rest_sizes: np.ndarray
     rest: np.ndarray  # [size after the first layer, filters, kernel, expansion, se, act]
+    first_params: np.ndarray
+    rest_params: np.ndarray
+
+
+@functools.cache
+def _layer_params(block: str, cin: int, cout: int, kernel: int, expansion: float, se: bool) -> int:
+    """A layer's parameters (neither its stride, activation nor input size changes them)."""
+    return layer_params(LayerSpec(block, cin, cout, 1, kernel, "relu", expansion, se))
 
 
 def _stage_lut(stage: StageSpace, r: StageReach, medians: dict[str, int]) -> _StageLUT:
@@ -104,16 +125,22 @@ def _stage_lut(stage: StageSpace, r: StageReach, medians: dict[str, int]) -> _St
     rest_sizes = sorted({conv_output_size(s, stage.stride) for s in r.sizes})
     first = np.full((len(r.sizes), len(r.in_channels), len(r.filters), *shape), MISSING, np.int64)
     rest = np.full((len(rest_sizes), len(r.filters), *shape), MISSING, np.int64)
+    first_params = np.zeros((1, *first.shape[1:]), np.int64)
+    rest_params = np.zeros((1, *rest.shape[1:]), np.int64)
     variants = list(itertools.product(*(range(n) for n in shape)))
     for (fi, f), (ki, ei, si, ai) in itertools.product(enumerate(r.filters), variants):
         k, e, se, act = (c[i] for c, i in zip(choices, (ki, ei, si, ai)))
-        for (zi, size), (ci, cin) in itertools.product(enumerate(r.sizes), enumerate(r.in_channels)):
-            key = layer_key_of(stage.block, cin, f, stage.stride, k, act, e, se, size)
-            first[zi, ci, fi, ki, ei, si, ai] = medians.get(key, MISSING)
+        for ci, cin in enumerate(r.in_channels):
+            first_params[0, ci, fi, ki, ei, si, ai] = _layer_params(stage.block, cin, f, k, e, se)
+            for zi, size in enumerate(r.sizes):
+                key = layer_key_of(stage.block, cin, f, stage.stride, k, act, e, se, size)
+                first[zi, ci, fi, ki, ei, si, ai] = medians.get(key, MISSING)
+        rest_params[0, fi, ki, ei, si, ai] = _layer_params(stage.block, f, f, k, e, se)
         for zi, size in enumerate(rest_sizes):
             key = layer_key_of(stage.block, f, f, 1, k, act, e, se, size)
             rest[zi, fi, ki, ei, si, ai] = medians.get(key, MISSING)
-    return _StageLUT(r, first, np.array(rest_sizes), rest)
+    return _StageLUT(r, first, np.array(rest_sizes), rest, np.broadcast_to(first_params, first.shape),
+                     np.broadcast_to(rest_params, rest.shape))
 
 
 def _positions(values: tuple[int, ...], x: np.ndarray, what: str) -> np.ndarray:
@@ -150,19 +177,20 @@ class EncodingEstimator:
                      for stage, stage_reach in zip(space.stages, self.reach.stages)]
         r = self.reach
         self.heads = np.full((len(r.head_sizes), len(r.head_in_channels)), MISSING, np.int64)
-        for (zi, s), (ci, c) in itertools.product(enumerate(r.head_sizes),
-                                                  enumerate(r.head_in_channels)):
-            self.heads[zi, ci] = self.medians.get(head_key_of(c, space.head_width, num_classes, s),
-                                                  MISSING)
+        self.head_params = np.zeros(len(r.head_in_channels), np.int64)
+        for ci, c in enumerate(r.head_in_channels):
+            self.head_params[ci] = head_cost(HeadSpec(c, space.head_width, num_classes), 1).params
+            for zi, s in enumerate(r.head_sizes):
+                self.heads[zi, ci] = self.medians.get(
+                    head_key_of(c, space.head_width, num_classes, s), MISSING)
         self.calibration = _calibration(table, calibrated)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Estimated latency in ms of every encoding (row) of X, shape (N,) float64."""
-        total, entries = self.sums(X)
-        return _to_ms(total, entries, self.calibration)
+        return _to_ms(self.sums(X), self.calibration)
 
-    def sums(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(sum of entries in ns, number of entries) of every row of X; int64 arrays (N,)."""
+    def sums(self, X: np.ndarray) -> Sums:
+        """The sums of every row of X: int64 arrays (N,)."""
         space, r = self.space, self.reach
         X = check_space_encodings(space, X)
         columns = {(d.stage, d.field): d.position for d in space.digits}
@@ -177,6 +205,7 @@ class EncodingEstimator:
         prev = np.zeros(n, dtype=np.int64)
         total = np.zeros(n, dtype=np.int64)
         entries = np.ones(n, dtype=np.int64)  # the head
+        params = np.zeros(n, dtype=np.int64)
         missing = np.zeros(n, dtype=bool)
         for stage, stage_reach, lut in zip(space.stages, r.stages, self.luts):
             choices = {name: np.asarray(stage.fields[name].choices) for name in ("filters", "layers")
@@ -186,34 +215,37 @@ class EncodingEstimator:
             variant = tuple(choice_index(stage, name) for name in VARIANT_FIELDS)
             where = f"stage {stage.index}"
             fi = _positions(stage_reach.filters, f, f"{where} filters")
-            first = lut.first[(_positions(stage_reach.sizes, size, f"{where} input size"),
-                               _positions(stage_reach.in_channels, cin, f"{where} input channels"),
-                               fi, *variant)]
+            first_at = (_positions(stage_reach.sizes, size, f"{where} input size"),
+                        _positions(stage_reach.in_channels, cin, f"{where} input channels"),
+                        fi, *variant)
+            first = lut.first[first_at]
             out_size = conv_output_size(size, stage.stride)
-            rest = lut.rest[(_positions(tuple(lut.rest_sizes), out_size,
-                                        f"{where} repeated-layer size"), fi, *variant)]
+            rest_at = (_positions(tuple(lut.rest_sizes), out_size, f"{where} repeated-layer size"),
+                       fi, *variant)
+            rest = lut.rest[rest_at]
             active, repeated = layers > 0, layers > 1
             missing |= (active & (first == MISSING)) | (repeated & (rest == MISSING))
             total += np.where(active, first, 0) + np.where(repeated, (layers - 1) * rest, 0)
+            params += (np.where(active, lut.first_params[first_at], 0)
+                       + np.where(repeated, (layers - 1) * lut.rest_params[rest_at], 0))
             entries += layers
             size = np.where(active, out_size, size)
             cin = np.where(active, f, cin)
             prev = np.broadcast_to(f, (n,))
-        head = self.heads[_positions(r.head_sizes, size, "head input size"),
-                          _positions(r.head_in_channels, cin, "head input channels")]
+        head_cin = _positions(r.head_in_channels, cin, "head input channels")
+        head = self.heads[_positions(r.head_sizes, size, "head input size"), head_cin]
         missing |= head == MISSING
         if missing.any():
             row = int(np.argmax(missing))
             # The per-spec path names the first missing layer of this network.
             sum_spec(encoding_to_spec(space, X[row], self.num_classes), self.table, self.medians)
             raise RuntimeError(f"encoding row {row} misses a table entry that its spec does not")
-        return total + head, entries
+        return Sums(total + head, entries, params + self.head_params[head_cin])
 
 
-def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray,
-                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of entries in ns, number of entries) of every row of X, whose head classifies
-    `num_classes` classes; int64 arrays of shape (N,)."""
+def sum_encodings(space: SearchSpace, table: LatencyTable, X: np.ndarray, num_classes: int) -> Sums:
+    """The sums of every row of X, whose head classifies `num_classes` classes; int64 arrays of
+    shape (N,)."""
     return EncodingEstimator(space, table, num_classes).sums(X)
 
 

@@ -19,11 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gpunet.errors import GpunetError
 from gpunet.latency.timing import Timing
 
 APPLICATION_ID = 0x67704C54  # "gpLT" in the SQLite header: marks the file as a gpunet table
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: calibrations.d (a weights term)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS contexts (
     id INTEGER PRIMARY KEY,
@@ -41,7 +43,7 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE TABLE IF NOT EXISTS calibrations (
     context_id INTEGER PRIMARY KEY REFERENCES contexts(id),
-    a REAL NOT NULL, b REAL NOT NULL, c REAL NOT NULL,
+    a REAL NOT NULL, b REAL NOT NULL, c REAL NOT NULL, d REAL NOT NULL DEFAULT 0,
     mape REAL NOT NULL, networks INTEGER NOT NULL, fitted_at TEXT NOT NULL
 );
 """
@@ -61,13 +63,20 @@ class Entry:
 
 @dataclass(frozen=True)
 class Calibration:
-    """end_to_end_ms ~= a * sum_of_entries_ms + b * number_of_entries + c (least squares)."""
+    """end_to_end_ms ~= a * sum_of_entries_ms + b * number_of_entries + c + d * million_parameters
+    (least squares). The weights term is there because a layer timed alone keeps its weights in
+    cache and a whole network of many MB does not (experiments/results/tier_fidelity.md)."""
 
     a: float
     b: float
     c: float
+    d: float  # ms per million parameters (0 in calibrations stored before schema 2)
     mape: float  # in-sample mean absolute percentage error of the calibrated estimate, %
     networks: int  # how many networks it was fitted on
+
+    def apply(self, sum_ms: np.ndarray, entries: np.ndarray, mparams: np.ndarray) -> np.ndarray:
+        """The calibrated estimate in ms of networks with these sums, entry counts and weights."""
+        return self.a * sum_ms + self.b * entries + self.c + self.d * mparams
 
 
 def canonical_context(context: Mapping[str, Any]) -> str:
@@ -141,6 +150,9 @@ class LatencyTable:
                 for statement in _SCHEMA.split(";"):
                     self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif self._pragma("user_version") < 2:  # schema 1: calibrations without a weights term
+                self._conn.execute("ALTER TABLE calibrations ADD COLUMN d REAL NOT NULL DEFAULT 0")
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             text = canonical_context(self.context)
             self._conn.execute("INSERT OR IGNORE INTO contexts (context) VALUES (?)", (text,))
@@ -227,7 +239,7 @@ class LatencyTable:
 
     def calibration(self) -> Calibration | None:
         row = self._run(lambda: self._conn.execute(
-            "SELECT a, b, c, mape, networks FROM calibrations WHERE context_id = ?",
+            "SELECT a, b, c, d, mape, networks FROM calibrations WHERE context_id = ?",
             (self.context_id,)).fetchone())
         return None if row is None else Calibration(*row)
 
@@ -250,9 +262,10 @@ class LatencyTable:
     def set_calibration(self, calibration: Calibration) -> None:
         with self._write():
             self._run(lambda: self._conn.execute(
-                "INSERT OR REPLACE INTO calibrations (context_id, a, b, c, mape, networks, fitted_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.context_id, calibration.a, calibration.b, calibration.c, calibration.mape,
+                "INSERT OR REPLACE INTO calibrations (context_id, a, b, c, d, mape, networks, "
+                "fitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.context_id, calibration.a, calibration.b, calibration.c, calibration.d,
+                 calibration.mape,
                  calibration.networks, _now())))
 
     def close(self) -> None:

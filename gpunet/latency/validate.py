@@ -4,9 +4,11 @@ Measures K networks of the search space, spread over its latency range, end to e
 table's own backend (in interleaved rounds, so a passing load spike on a shared machine hits
 every network alike)
 and compares with their table estimates (paper Fig. 4): Pearson r, Kendall tau, MAPE and mean
-bias, then fits end_to_end ~= a * sum + b * #entries + c by least squares on relative errors.
-The fit absorbs what a sum of isolated layers cannot see (per-call overhead of the runtime, fusion
-across layers) and is stored with the table for estimates that ask for it (latency.calibrated).
+bias, then fits end_to_end ~= a * sum + b * #entries + c + d * million parameters by least
+squares on relative errors. The fit absorbs what a sum of isolated layers cannot see (per-call
+overhead of the runtime, fusion across layers, weights that stay in cache while one layer is timed
+alone but not in a whole network) and is stored with the table for estimates that ask for it
+(latency.calibrated).
 Its in-sample MAPE is reported next to a leave-one-out MAPE, the honest figure for new networks.
 """
 
@@ -50,8 +52,9 @@ class Fidelity:
     calibrated_loo_mape_pct: float  # leave-one-out: each network predicted by a fit without it
 
 
-def _design(sums_ms: np.ndarray, entries: np.ndarray) -> np.ndarray:
-    return np.column_stack([sums_ms, entries.astype(np.float64), np.ones_like(sums_ms)])
+def _design(sums_ms: np.ndarray, entries: np.ndarray, mparams: np.ndarray) -> np.ndarray:
+    """Columns in the order of Calibration's a, b, c, d."""
+    return np.column_stack([sums_ms, entries.astype(np.float64), np.ones_like(sums_ms), mparams])
 
 
 def _fit(A: np.ndarray, measured: np.ndarray) -> np.ndarray:
@@ -61,20 +64,28 @@ def _fit(A: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return coef
 
 
+def leave_one_out(A: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Each network's calibrated latency from a fit (design rows A) without it."""
+    predicted = np.empty_like(measured)
+    for i in range(len(measured)):
+        keep = np.arange(len(measured)) != i
+        predicted[i] = A[i] @ _fit(A[keep], measured[keep])
+    return predicted
+
+
 def _mape(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(100 * np.mean(np.abs(predicted - measured) / measured))
 
 
-def fidelity(sums_ms: np.ndarray, entries: np.ndarray, measured_ms: np.ndarray) -> Fidelity:
-    """Agreement statistics of table sums vs end-to-end latencies, and the calibration fit."""
-    if len(measured_ms) < 4:
-        raise ValueError(f"fidelity needs at least 4 networks, got {len(measured_ms)}")
-    A = _design(sums_ms, entries)
+def fidelity(sums_ms: np.ndarray, entries: np.ndarray, mparams: np.ndarray,
+             measured_ms: np.ndarray) -> Fidelity:
+    """Agreement statistics of table sums vs end-to-end latencies, and the calibration fit
+    (`mparams`: each network's parameters in millions)."""
+    if len(measured_ms) < 5:
+        raise ValueError(f"fidelity needs at least 5 networks, got {len(measured_ms)}")
+    A = _design(sums_ms, entries, mparams)
     coef = _fit(A, measured_ms)
-    loo = np.empty_like(measured_ms)
-    for i in range(len(measured_ms)):
-        keep = np.arange(len(measured_ms)) != i
-        loo[i] = A[i] @ _fit(A[keep], measured_ms[keep])
+    loo = leave_one_out(A, measured_ms)
     calibrated = A @ coef
     bias = sums_ms - measured_ms
     return Fidelity(
@@ -117,8 +128,7 @@ def spread_sample(space: SearchSpace, table: LatencyTable, networks: int, seed: 
     """`networks` encodings spread over the space's latency range (`spread_over_latency`) from a
     Sobol sample OVERSAMPLE times larger (`seed` scrambles it)."""
     X = sobol_encodings(space, networks * OVERSAMPLE, seed)
-    sums_ns, _ = sum_encodings(space, table, X, num_classes)
-    return X[spread_over_latency(sums_ns, networks)]
+    return X[spread_over_latency(sum_encodings(space, table, X, num_classes).total_ns, networks)]
 
 
 def measure_sample(space: SearchSpace, table: LatencyTable, setup: LatencySetup, X: np.ndarray,
@@ -127,13 +137,14 @@ def measure_sample(space: SearchSpace, table: LatencyTable, setup: LatencySetup,
     speed (each the median of its runs over `rounds` interleaved rounds beside some of their
     layers, gpunet.latency.end_to_end), so the calibration describes the table, not how fast the
     machine ran while it was fitted (on this project's VM, 30-40% either way within minutes)."""
-    sums_ns, entries = sum_encodings(space, table, X, setup.num_classes)
+    sums = sum_encodings(space, table, X, setup.num_classes)
     specs = [encoding_to_spec(space, x, setup.num_classes) for x in X]
     with tqdm(desc=f"end to end: {len(specs)} networks beside table entries, {rounds} rounds",
               unit="step", dynamic_ncols=True) as bar:
         measured = measure_end_to_end(specs, setup, rounds, lambda: bar.update(1))
-    return {"encodings": X, "sum_ms": sums_ns / 1e6, "entries": entries,
-            "measured_ms": np.array(measured.at_table_speed), "speed": measured.speed}
+    return {"encodings": X, "sum_ms": sums.total_ns / 1e6, "entries": sums.entries,
+            "mparams": sums.params / 1e6, "measured_ms": np.array(measured.at_table_speed),
+            "speed": measured.speed}
 
 
 def plot_fidelity(sample: dict[str, np.ndarray], result: Fidelity, title: str, path: Path) -> Path:
@@ -144,7 +155,7 @@ def plot_fidelity(sample: dict[str, np.ndarray], result: Fidelity, title: str, p
     import matplotlib.pyplot as plt
 
     cal = result.calibration
-    calibrated = cal.a * sample["sum_ms"] + cal.b * sample["entries"] + cal.c
+    calibrated = cal.apply(sample["sum_ms"], sample["entries"], sample["mparams"])
     measured = sample["measured_ms"]
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(measured, sample["sum_ms"], s=18, alpha=0.8,
@@ -180,7 +191,8 @@ def report_markdown(result: Fidelity, context: Mapping[str, Any], space: str,
         f"| Kendall tau | {result.kendall_tau:.4f} |",
         f"| MAPE (table sum) | {result.mape_pct:.2f} % |",
         f"| mean bias (sum - end to end) | {result.mean_bias_ms:+.4f} ms ({result.mean_bias_pct:+.1f} %) |",
-        f"| calibration | e2e = {cal.a:.4f} x sum {cal.b:+.5f} ms x entries {cal.c:+.4f} ms |",
+        f"| calibration | e2e = {cal.a:.4f} x sum {cal.b:+.5f} ms x entries {cal.c:+.4f} ms "
+        f"{cal.d:+.4f} ms x million parameters |",
         f"| calibrated MAPE (in sample) | {result.calibrated_mape_pct:.2f} % |",
         f"| calibrated MAPE (leave-one-out) | {result.calibrated_loo_mape_pct:.2f} % |",
         "",
@@ -203,24 +215,33 @@ def validate(space: SearchSpace, setup: LatencySetup, options: ValidateOptions, 
     table = ensure_table(setup, space)
     X = spread_sample(space, table, options.networks, options.seed, setup.num_classes)
     sample = measure_sample(space, table, setup, X, options.rounds)
-    result = fidelity(sample["sum_ms"], sample["entries"], sample["measured_ms"])
+    result = fidelity(sample["sum_ms"], sample["entries"], sample["mparams"], sample["measured_ms"])
     if options.store_calibration:
         table.set_calibration(result.calibration)
-    stem = out_dir / options.prefix
+    write_outputs(out_dir / options.prefix, space.name, table, sample, result)
+    return result
+
+
+def write_outputs(stem: Path, space: str, table: LatencyTable, sample: dict[str, Any],
+                  result: Fidelity) -> str:
+    """The fidelity check's JSON, Markdown, CSV and scatter PNG at `stem`.*; prints and returns
+    the Markdown report."""
     ctx = table.context
-    write_json(stem.with_suffix(".json"), {"search_space": space.name, "context": ctx,
+    markdown = report_markdown(result, ctx, space, sample["speed"])
+    write_json(stem.with_suffix(".json"), {"search_space": space, "context": ctx,
                                            "table": str(table.path), "speed": sample["speed"],
                                            **asdict(result)})
-    write_text(stem.with_suffix(".md"), report_markdown(result, ctx, space.name, sample["speed"]))
-    rows = ["encoding,entries,table_sum_ms,end_to_end_ms"] + [
-        f"{'-'.join(map(str, x))},{n},{s:.6f},{m:.6f}" for x, n, s, m in
-        zip(sample["encodings"], sample["entries"], sample["sum_ms"], sample["measured_ms"])]
+    write_text(stem.with_suffix(".md"), markdown)
+    rows = ["encoding,entries,mparams,table_sum_ms,end_to_end_ms"] + [
+        f"{'-'.join(map(str, x))},{n},{p:.6f},{s:.6f},{m:.6f}" for x, n, p, s, m in
+        zip(sample["encodings"], sample["entries"], sample["mparams"], sample["sum_ms"],
+            sample["measured_ms"])]
     write_text(stem.with_suffix(".csv"), "\n".join(rows) + "\n")
-    plot_fidelity(sample, result, f"{space.name}: {ctx['backend']} on {ctx['device']} "
+    plot_fidelity(sample, result, f"{space}: {ctx['backend']} on {ctx['device']} "
                   f"({ctx['hardware']}), {result.networks} networks", stem.with_suffix(".png"))
-    print(report_markdown(result, ctx, space.name, sample["speed"]))
+    print(markdown)
     print(f"outputs: {stem}.{{json,md,csv,png}}")
-    return result
+    return markdown
 
 
 def validate_app(cfg: DictConfig, out_dir: Path) -> Fidelity:

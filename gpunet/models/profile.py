@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from timm.layers import make_divisible
 
-from gpunet.space.spec import LayerSpec, NetworkSpec, conv_output_size
+from gpunet.space.spec import HeadSpec, LayerSpec, NetworkSpec, conv_output_size
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,13 @@ def layer_cost(layer: LayerSpec, size: int) -> Cost:
     return cost + _conv(mid, cout, 1, out) + _bn(cout)
 
 
-def head_cost(spec: NetworkSpec, size: int) -> Cost:
-    head = spec.head
+def layer_params(layer: LayerSpec) -> int:
+    """Parameters of one layer (the same at every input size)."""
+    return layer_cost(layer, 1).params
+
+
+def head_cost(head: HeadSpec, size: int) -> Cost:
+    """Cost of the head whose input is `size` x `size`."""
     fc = Cost(head.width * head.num_classes + head.num_classes, head.width * head.num_classes)
     return _conv(head.in_channels, head.width, 1, size) + _bn(head.width) + fc
 
@@ -71,4 +76,4 @@ def spec_cost(spec: NetworkSpec) -> Cost:
     total = Cost(0, 0)
     for layer, (_, size, _) in zip(spec.layers, shapes):
         total = total + layer_cost(layer, size)
-    return total + head_cost(spec, shapes[-1][1])
+    return total + head_cost(spec.head, shapes[-1][1])
