@@ -9,6 +9,7 @@ of the CPU search space.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import os
 import sqlite3
@@ -26,15 +27,16 @@ from test_latency_support import table_inputs
 
 from gpunet.latency import end_to_end
 from gpunet.latency.backends import BackendUnavailable
-from gpunet.latency.build import TableNotReady, ensure_table
+from gpunet.latency.build import LatencySetup, TableNotReady, ensure_table
 from gpunet.latency.space_keys import reach
 from gpunet.latency.stratify import stratify_app
 from gpunet.latency.table import LatencyTable
 from gpunet.latency.timing import Timing
+from gpunet.models import spec_cost
 from gpunet.paths import CONF_DIR
 from gpunet.search.journal import Trial
 from gpunet.search.outputs import OutputSettings, write_outputs
-from gpunet.space import load_space, sobol_encodings
+from gpunet.space import encoding_to_spec, load_space, sobol_encodings
 
 TESTS = Path(__file__).resolve().parent
 CPU_SPACE = load_space("cpu")
@@ -81,7 +83,7 @@ def test_a_search_for_an_h100_runs_on_this_cpu_machine_from_the_stored_table(tmp
     assert best["measured_latency_ms"] is None and best["est_latency_ms"] > 0
     note = best["measured_latency_note"]
     assert "launcher job" in note and "re-run this search's command" in note and "device=h100" in note
-    assert (sweep / "best_latency" / ".hydra" / "overrides.yaml").exists()
+    assert (sweep / "best_latency_top3" / ".hydra" / "overrides.yaml").exists()
 
 
 @no_gpu_here
@@ -181,7 +183,7 @@ def test_the_best_networks_latency_is_measured_by_a_launcher_job_when_the_sweepe
               Trial(1, 5, y, 1.1, status="completed", value=-3.0)]
     best = write_outputs(tmp_path, trials, OutputSettings.from_config(cfg), launcher, base)
     [job] = launcher.launched  # one job times both contenders, the most accurate first
-    assert job[:3] == base and "++trial.kind=latency" in job and "hydra.sweep.subdir=best_latency" in job
+    assert job[:3] == base and "++trial.kind=latency" in job and "hydra.sweep.subdir=best_latency_top2" in job
     assert f"++trial.encodings=[[{','.join(map(str, x))}],[{','.join(map(str, y))}]]" in job
     assert "++trial.rounds=2" in job and "++trial.num_classes=10" in job
     stored = yaml.safe_load((tmp_path / "best.yaml").read_text())
@@ -193,3 +195,46 @@ def test_the_best_networks_latency_is_measured_by_a_launcher_job_when_the_sweepe
     assert stored["measured_latency_ms"] == best["measured_latency_ms"] > 0
     assert stored["measured_on"]["where"] == "launcher job" and stored["spec"]["head"]["num_classes"] == 10
     assert "measured_latency_note" not in stored
+
+
+def test_a_widened_final_check_is_a_second_launcher_job_with_its_own_number_and_folder(
+        tmp_path, monkeypatch):
+    """None of the top 1 measures within the tier: the top 2 are timed by one more job."""
+    base = ["latency.runs=3", "latency.warmup=1", f"latency.table={tmp_path / 'not-here.sqlite'}"]
+    launcher = JobLauncher(base)
+    real, numbers = end_to_end.measure_end_to_end, []
+
+    def only_in_jobs(specs, setup, rounds):
+        if not launcher.in_job:
+            raise BackendUnavailable("no such device in the sweeper's process")
+        return real(specs, setup, rounds)
+
+    def numbered(job_overrides, initial_job_idx):
+        numbers.append(initial_job_idx)
+        return JobLauncher.launch(launcher, job_overrides, initial_job_idx)
+
+    monkeypatch.setattr(end_to_end, "measure_end_to_end", only_in_jobs)
+    monkeypatch.setattr(launcher, "launch", numbered)
+    cfg = search_cfg("objective=ackley", "search.final_check.rounds=2", "search.final_check.top=1",
+                     "search.final_check.widen=2", *base)
+    # the heaviest and the lightest of 32 Sobol networks, several-fold apart end to end: an edge
+    # at the geometric mean of their latencies separates them on any machine
+    encodings = [x.tolist() for x in sobol_encodings(CPU_SPACE, 32, seed=0)]
+    macs = [spec_cost(encoding_to_spec(CPU_SPACE, x, num_classes=10)).macs for x in encodings]
+    heavy, light = encodings[macs.index(max(macs))], encodings[macs.index(min(macs))]
+    specs = [encoding_to_spec(CPU_SPACE, x, num_classes=10) for x in (heavy, light)]
+    ms = real(specs, LatencySetup.from_config(cfg), 2).ms
+    assert ms[0] > 2 * ms[1], ms
+    trials = [Trial(0, 0, heavy, 1.0, status="completed", value=-2.0),
+              Trial(1, 3, light, 1.1, status="completed", value=-3.0)]
+    settings = dataclasses.replace(OutputSettings.from_config(cfg), band=(0.0, (ms[0] * ms[1]) ** 0.5))
+    best = write_outputs(tmp_path, trials, settings, launcher, base)
+    first, widened = launcher.launched
+    assert "hydra.sweep.subdir=best_latency_top1" in first
+    assert "hydra.sweep.subdir=best_latency_top2" in widened
+    assert numbers == [4, 5]  # after the trials' jobs (the last was job 3), one number each
+    assert f"++trial.encodings=[[{','.join(map(str, heavy))}]]" in first
+    stored = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["trial"] == 1 and stored["final_check"]["widened_from"] == 1
+    assert [m["trial"] for m in stored["final_check"]["measured"]] == [0, 1]
+    assert stored["measured_on"]["where"] == "launcher job"

@@ -98,11 +98,13 @@ def _measured_on(context: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def latency_job_overrides(base: Sequence[str], contenders: Sequence[Trial], rounds: int, num_classes: int,
                           search_dir: Path) -> list[str]:
-    """The overrides of the launcher job that times the contenders."""
+    """The overrides of the launcher job that times the contenders (in `best_latency_topN`, so a
+    widened check's second job leaves its own record beside the first's)."""
     encodings = ",".join(f"[{','.join(str(int(x)) for x in t.encoding)}]" for t in contenders)
     return [*base, "++trial.kind=latency", f"++trial.encodings=[{encodings}]", f"++trial.rounds={rounds}",
             f"++trial.num_classes={num_classes}",
-            f"hydra.sweep.dir={quote_value(str(search_dir.resolve()))}", "hydra.sweep.subdir=best_latency"]
+            f"hydra.sweep.dir={quote_value(str(search_dir.resolve()))}",
+            f"hydra.sweep.subdir=best_latency_top{len(contenders)}"]
 
 
 def measure_contenders(search_dir: Path, contenders: Sequence[Trial], specs: Sequence[NetworkSpec],
