@@ -110,7 +110,7 @@ def spread_over_latency(sums_ns: np.ndarray, networks: int) -> np.ndarray:
     sample's 0.5th to its 99.5th percentile: for each of `networks` evenly spaced targets, the
     nearest network not chosen yet. Sobol networks of a space are mostly small (on the CPU space
     none of 60 passed 1.25 ms), and a calibration fitted on them misjudges the large ones: end to
-    end was 0.89-1.00x the sum for 0.5 ms networks and 1.01-1.14x for 2 ms ones, and refitted on
+    end was 0.89-1.00x the sum for 0.5 ms networks and 1.01-1.17x for 2 ms ones, and refitted on
     networks of every tier the calibration's leave-one-out error was within 4% in each
     (experiments/results/tier_fidelity.md)."""
     lo, hi = np.percentile(sums_ns, [0.5, 99.5])
