@@ -128,6 +128,33 @@ def test_a_measured_best_enters_the_hub_at_the_tables_speed(tmp_path, table1):
     assert entry.details["latency_source"] == "measured" and entry.details["measured_latency_ms"] == 1.3
 
 
+def test_a_tiers_entry_within_the_tier_wins_over_a_more_accurate_one_above_it(tmp_path, table1):
+    """A search whose best measured above its tier's edge (none of its final check's networks
+    fitted) still enters an empty hub, saying so; the same network measured within the tier by
+    another search replaces it at equal top-1, and a more accurate one above the edge does not."""
+    spec = encoding_to_spec(table1, [0] * 41, num_classes=10)
+    origin = SearchOrigin("gpunet", "cpu", "1ms", "digits", "onnxruntime", "proxy-aaa")
+
+    def best(top1: float, ms: float) -> dict:
+        return {"val_top1": top1, "resolution": spec.resolution, "measured_latency_ms": ms,
+                "measured_at_table_speed_ms": ms, "est_latency_ms": 1.099, "params": 1, "macs": 2,
+                "encoding": [0] * 41, "spec": spec.to_dict(), "final_check": {"tier_edge_ms": 1.1}}
+
+    added = add_search_result(best(0.9, 1.114), origin, tmp_path)
+    assert added.action == "added"
+    assert "it measured outside its tier (1.114 ms, above the tier's 1.100 ms edge)" in added.reason
+    replaced = add_search_result(best(0.9, 1.056), origin, tmp_path)
+    assert replaced.action == "replaced" and replaced.entry.latency_ms == {"cpu": 1.056}
+    assert "this one measured within the tier (1.056 ms, within the tier's 1.100 ms)" in replaced.reason
+    kept = add_search_result(best(0.95, 1.2), origin, tmp_path)
+    assert kept.action == "kept" and kept.entry.top1 == 0.9
+    assert "did not (1.200 ms, above the tier's 1.100 ms)" in kept.reason
+    better = add_search_result(best(0.96, 1.09), origin, tmp_path)
+    assert better.action == "replaced" and "top-1 0.9600 > the previous 0.9000" in better.reason
+    [entry] = [e for e in load_hub(tmp_path) if e.source == "search"]
+    assert entry.top1 == 0.96 and entry.details["tier_edge_ms"] == 1.1
+
+
 @pytest.mark.e2e  # runs `python -m gpunet.hub`
 def test_hub_cli_needs_a_device_for_a_budget():
     out = subprocess.run([sys.executable, "-m", "gpunet.hub", "--budget", "1"],

@@ -99,11 +99,28 @@ class SearchOrigin:
         return entry_name(self.search_space, self.device, self.tier, self.dataset)
 
 
+def _edge_words(entry: HubEntry, device: str) -> str:
+    """The entry's latency against its tier's upper edge, e.g. '1.114 ms, above the tier's 1.100 ms'."""
+    latency, edge = entry.latency_ms[device], entry.details.get("tier_edge_ms")
+    if edge is None:
+        return f"{latency:.3f} ms"
+    return f"{latency:.3f} ms, {'within' if latency <= edge else 'above'} the tier's {edge:.3f} ms"
+
+
+def _within_tier(entry: HubEntry, device: str) -> bool:
+    """Whether the entry's latency is within its tier's upper edge (entries that do not record
+    the edge, from before it was recorded, count as within)."""
+    edge = entry.details.get("tier_edge_ms")
+    return edge is None or entry.latency_ms[device] <= edge
+
+
 def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Path) -> HubUpdate:
     """Put a search's best network (best.yaml's content) in the hub at `directory`, replacing the
-    entry of the same (search space, device, tier, dataset) when the new one is more accurate or
-    was trained with another recipe (its top-1 then says nothing about the entry's); returns what
-    was done."""
+    entry of the same (search space, device, tier, dataset) when the new one measured within the
+    tier and the entry did not, or when both are alike and the new one is more accurate, or when
+    it was trained with another recipe (its top-1 then says nothing about the entry's); returns
+    what was done. A tier's entry outside the tier is what `python -m gpunet.hub --budget` would
+    misjudge, so one within it wins over a more accurate one above it."""
     name = origin.entry_name
     # the measured end-to-end latency at the latency table's speed (the final check's figure: a
     # machine that runs slower than when its table was built would otherwise list a network of
@@ -121,11 +138,19 @@ def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Pat
                               "measured_latency_ms": raw,
                               "backend": origin.backend, "params": best["params"],
                               "macs": best["macs"], "encoding": best["encoding"],
-                              "search_space": origin.search_space, "recipe": origin.recipe})
+                              "search_space": origin.search_space, "recipe": origin.recipe,
+                              "tier_edge_ms": (best.get("final_check") or {}).get("tier_edge_ms")})
     entries = _read(directory / "hub.yaml")
     current = next((e for e in entries if e.name == name), None)
     same_recipe = current is not None and current.details.get("recipe") == origin.recipe
-    if current is not None and same_recipe and (current.top1 or 0.0) >= entry.top1:
+    device = origin.device
+    new_in = _within_tier(entry, device)
+    old_in = current is not None and device in current.latency_ms and _within_tier(current, device)
+    if current is not None and same_recipe and (old_in, current.top1 or 0.0) >= (new_in, entry.top1):
+        if old_in and not new_in:
+            return HubUpdate("kept", current, f"the hub's {name} measured within the tier "
+                                              f"({_edge_words(current, device)}), this one did not "
+                                              f"({_edge_words(entry, device)})")
         return HubUpdate("kept", current, f"the hub's {name} has top-1 {current.top1 or 0.0:.4f} >= "
                                           f"{entry.top1:.4f}")
     spec = NetworkSpec.from_dict({**best["spec"], "name": name})
@@ -136,17 +161,22 @@ def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Pat
     from gpunet.models.registry import register_spec
 
     register_spec(name, lambda: entry.spec(directory))
+    outside = "" if new_in else f"; it measured outside its tier ({_edge_words(entry, device)} edge)"
     if current is None:
         return HubUpdate("added", entry,
-                         f"{name} (top-1 {entry.top1:.4f}) is new in {directory / 'hub.yaml'}")
+                         f"{name} (top-1 {entry.top1:.4f}) is new in {directory / 'hub.yaml'}{outside}")
     if not same_recipe:
         before, now = _recipe_words(current.details.get("recipe")), _recipe_words(origin.recipe)
         return HubUpdate("replaced", entry, f"{name}: the previous entry (top-1 {current.top1 or 0.0:.4f}) "
                                             f"was trained with {before}, this one (top-1 {entry.top1:.4f}) "
                                             f"with {now}: top-1s of two recipes are not compared; the newer "
                                             "replaces it")
+    if new_in and not old_in:
+        return HubUpdate("replaced", entry, f"{name}: this one measured within the tier "
+                                            f"({_edge_words(entry, device)}), the previous one (top-1 "
+                                            f"{current.top1 or 0.0:.4f}) did not")
     return HubUpdate("replaced", entry, f"{name}: top-1 {entry.top1:.4f} > the previous "
-                                        f"{current.top1 or 0.0:.4f}")
+                                        f"{current.top1 or 0.0:.4f}{outside}")
 
 
 def _recipe_words(recipe: str | None) -> str:
