@@ -197,6 +197,11 @@ def test_ablation_grid_runs_one_search_per_point_and_compares(shared, tmp_path):
     with open(sweep / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["trials"] for r in rows} == {"4"}
+    for row in rows:  # the final check's choice beside the most accurate trial: best.yaml's
+        best = yaml.safe_load((sweep / row["search"] / "best.yaml").read_text())
+        assert int(row["chosen_trial"]) == best["trial"]
+        assert float(row["chosen_latency_ms"]) == pytest.approx(best["measured_at_table_speed_ms"])
+        assert row["chosen_within_tier"] == str(best["measured_at_table_speed_ms"] <= 500 + 499.99)
     assert (sweep / "comparison.png").exists()
     assert sorted(p.parent.name for p in sweep.glob("*/results.csv")) == [
         "searcher-evolution__seed-0", "searcher-evolution__seed-1", "searcher-random__seed-0",

@@ -234,20 +234,34 @@ def write_outputs(search_dir: Path, trials: list[Trial], settings: OutputSetting
     return summary
 
 
-def write_comparison(sweep_dir: Path, searches: dict[str, list[Trial]]) -> None:
-    """An ablation grid ends with one table and one plot comparing its searches."""
+LINE_STYLES = ("-", "--", ":", "-.")  # searches that coincide (a budget within the random start) stay visible
+
+
+def write_comparison(sweep_dir: Path, searches: dict[str, list[Trial]],
+                     bests: dict[str, dict[str, Any] | None]) -> None:
+    """An ablation grid ends with one table and one plot comparing its searches. The table gives
+    each search's most accurate trial and the network its final check chose (best.yaml's, the one
+    within the tier by measurement when there was one), with that network's latency at the
+    table's speed."""
     rows = []
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, trials in searches.items():
+    for i, (label, trials) in enumerate(searches.items()):
         curve = best_so_far(trials)
-        best = best_trial(trials)
+        best, chosen = best_trial(trials), bests.get(label) or {}
+        check = chosen.get("final_check") or {}
+        latency = chosen.get("measured_at_table_speed_ms", chosen.get("measured_latency_ms"))
+        edge = check.get("tier_edge_ms")
         rows.append({"search": label, "trials": sum(t.finished for t in trials),
                      "failed": sum(t.status == "failed" for t in trials),
                      "best_value": None if best is None else best.value,
                      "best_est_latency_ms": None if best is None else best.est_latency_ms,
-                     "best_encoding": None if best is None else "-".join(map(str, best.encoding))})
+                     "best_encoding": None if best is None else "-".join(map(str, best.encoding)),
+                     "chosen_trial": chosen.get("trial"),
+                     "chosen_value": next((t.value for t in trials if t.number == chosen.get("trial")), None),
+                     "chosen_latency_ms": latency,
+                     "chosen_within_tier": None if latency is None or edge is None else latency <= edge})
         if curve.size:
-            ax.plot(range(1, curve.size + 1), curve, label=label)
+            ax.plot(range(1, curve.size + 1), curve, label=label, linestyle=LINE_STYLES[i % len(LINE_STYLES)])
     ax.set(xlabel="trials", ylabel="best so far", title="Ablation: best value vs trials")
     ax.legend(fontsize=7)
     fig.tight_layout()

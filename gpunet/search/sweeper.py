@@ -157,6 +157,7 @@ class SearchSweeper(Sweeper):
             check_search(cfg)
         dirs, grid_dir = search_dirs(self.config, points, configs)
         results: dict[str, list] = {}
+        bests: dict[str, dict[str, Any] | None] = {}
         for point, cfg, search_dir in zip(points, configs, dirs):
             self.current_dir = search_dir
             batch, why = choose_batch_size(cfg)
@@ -202,10 +203,10 @@ class SearchSweeper(Sweeper):
                 update = add_search_result(best, origin, Path(cfg.hub.dir).expanduser())
             report(search_dir, format_summary(search_dir, trials, n_trials, outputs.metric, best,
                                               hub_line(best, **hub, update=update)))
-            results[str(search_dir)] = trials
+            results[str(search_dir)], bests[search_dir.name] = trials, best
         if grid_dir is not None:  # made once every search ran: a failed grid leaves none
             grid_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, grid_dir / "multirun.yaml")
-            write_comparison(grid_dir, {d.name: results[str(d)] for d in dirs})
+            write_comparison(grid_dir, {d.name: results[str(d)] for d in dirs}, bests)
             print(format_comparison(grid_dir, len(dirs)), flush=True)
         return results
