@@ -153,6 +153,15 @@ def test_a_tiers_entry_within_the_tier_wins_over_a_more_accurate_one_above_it(tm
     assert better.action == "replaced" and "top-1 0.9600 > the previous 0.9000" in better.reason
     [entry] = [e for e in load_hub(tmp_path) if e.source == "search"]
     assert entry.top1 == 0.96 and entry.details["tier_edge_ms"] == 1.1
+    # `python -m gpunet.hub` marks a latency above the tier
+    from gpunet.hub.__main__ import format_table
+
+    assert format_table([entry], "cpu").endswith("cpu=1.09")
+    above = add_search_result(best(0.9, 1.3), SearchOrigin("gpunet", "cpu", "0.5ms", "digits",
+                                                           "onnxruntime"), tmp_path).entry
+    listed = format_table([entry, above], "cpu").splitlines()
+    assert listed[2].endswith("cpu=1.09") and listed[3].endswith("cpu=1.3!")
+    assert listed[4].startswith("!: measured above its tier's upper edge")
 
 
 @pytest.mark.e2e  # runs `python -m gpunet.hub`

@@ -11,17 +11,22 @@ import argparse
 from pathlib import Path
 
 from gpunet.errors import one_line_errors
-from gpunet.hub.entries import hub_dir, load_hub, query
+from gpunet.hub.entries import HubEntry, hub_dir, load_hub, query, within_tier
+
+ABOVE = "!"  # marks a latency measured above the entry's tier (its search found none within it)
 
 
-def format_table(entries, device: str | None) -> str:
+def format_table(entries: list[HubEntry], device: str | None) -> str:
     header = f"{'name':34} {'tier':>7} {'dataset':>9} {'top-1 (fraction)':>16} {'res':>4}  latency (ms)"
     lines = [header, "-" * len(header)]
     for e in entries:
-        lat = ", ".join(f"{d}={v:.3g}" for d, v in sorted(e.latency_ms.items())
-                        if device is None or d == device)
+        lat = ", ".join(f"{d}={v:.3g}{'' if within_tier(e, d) else ABOVE}"
+                        for d, v in sorted(e.latency_ms.items()) if device is None or d == device)
         top1 = "-" if e.top1 is None else f"{e.top1:.4f}"
         lines.append(f"{e.name:34} {e.tier:>7} {e.dataset:>9} {top1:>16} {e.resolution:>4}  {lat}")
+    if any(ABOVE in line for line in lines[2:]):
+        lines.append(f"{ABOVE}: measured above its tier's upper edge (its search's final check found "
+                     "no network within it)")
     return "\n".join(lines)
 
 

@@ -107,7 +107,7 @@ def _edge_words(entry: HubEntry, device: str) -> str:
     return f"{latency:.3f} ms, {'within' if latency <= edge else 'above'} the tier's {edge:.3f} ms"
 
 
-def _within_tier(entry: HubEntry, device: str) -> bool:
+def within_tier(entry: HubEntry, device: str) -> bool:
     """Whether the entry's latency is within its tier's upper edge (entries that do not record
     the edge, from before it was recorded, count as within)."""
     edge = entry.details.get("tier_edge_ms")
@@ -144,8 +144,8 @@ def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Pat
     current = next((e for e in entries if e.name == name), None)
     same_recipe = current is not None and current.details.get("recipe") == origin.recipe
     device = origin.device
-    new_in = _within_tier(entry, device)
-    old_in = current is not None and device in current.latency_ms and _within_tier(current, device)
+    new_in = within_tier(entry, device)
+    old_in = current is not None and device in current.latency_ms and within_tier(current, device)
     if current is not None and same_recipe and (old_in, current.top1 or 0.0) >= (new_in, entry.top1):
         if old_in and not new_in:
             return HubUpdate("kept", current, f"the hub's {name} measured within the tier "
