@@ -7,7 +7,9 @@ the end of a search. So the networks are timed in interleaved rounds together wi
 the table's own entries (the networks' layers), and the median ratio of those entries' timings
 now to their stored timings is the machine's speed against the table (`speed`): a network's
 `ms / speed` is its latency at the speed the table was measured at, the figure a tier's edge
-can be compared with (over those three runs its spread was 5-10%, against 30-40% raw).
+can be compared with (over those three runs its spread was 5-10%, against 30-40% raw; when
+whole networks drift and layers do not, it helps little: 14-17% against 18-25%,
+experiments/results/speed_reference.md).
 It corrects a machine that runs slower, not one that is busy: beside another process using both
 cores, a layer of 0.03 ms mostly runs between preemptions and a 1.5 ms network does not, so
 the same networks measured 1.47-1.68 ms with a speed of only 1.05. Time on an otherwise idle
