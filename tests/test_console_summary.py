@@ -292,3 +292,18 @@ def test_stopping_workers_kills_a_loky_worker_that_ignores_terminate(tmp_path):
     worker.join(5)
     assert not worker.is_alive()
     executor.shutdown(wait=False, kill_workers=True)
+
+
+def test_a_widened_final_check_lists_the_first_few_and_the_best_then_counts_the_rest():
+    from gpunet.search.summary import final_check_lines
+
+    latencies = [1.2, 1.3, 1.15, 1.4, 1.25, 1.3, 1.05, 1.2, 0.9, 1.6]  # the 7th is the first within
+    best = {"trial": 6, "final_check": {
+        "tier_edge_ms": 1.1, "speed": 1.0, "rounds": 5, "widened_from": 5, "chosen": "why",
+        "measured": [{"trial": i, "val_top1": 0.9 - 0.01 * i, "at_table_speed_ms": ms}
+                     for i, ms in enumerate(latencies)]}}
+    line = final_check_lines(best, "val_top1")[0]
+    assert "the top 10 by val_top1" in line and "none of the top 5 was within the tier" in line
+    assert "trial 6 (0.84, 1.050 ms)" in line and "trial 7" not in line
+    assert line.endswith(", and 3 more (1 within the tier; best.yaml lists them)")
+

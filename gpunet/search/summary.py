@@ -84,23 +84,33 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f} ms"
 
 
+SHOWN_CONTENDERS = 5  # a widened check times 20: the summary lists these, and the best if later
+
+
 def final_check_lines(best: dict[str, Any], metric: str) -> list[str]:
-    """The final check in two lines: each contender's value and measured latency, and why the
-    best is the best (none for a best.yaml written before the check existed)."""
+    """The final check in two lines: the contenders' values and measured latencies (the first
+    few, and the best wherever it is; best.yaml lists all), and why the best is the best (none
+    for a best.yaml written before the check existed)."""
     check = best.get("final_check")
     if not check:
         return []
     edge, speed = float(check["tier_edge_ms"]), check.get("speed")
+    measured = check["measured"]
     rows = [f"trial {m['trial']} ({float(m[metric]):.4g}, "
             + ("n/a" if m["at_table_speed_ms"] is None else
                f"{m['at_table_speed_ms']:.3f} ms{'' if m['at_table_speed_ms'] <= edge else ' > edge'}")
-            + ")" for m in check["measured"]]
+            + ")" for m in measured]
+    best_at = next((i for i, m in enumerate(measured) if m["trial"] == best["trial"]), 0)
+    shown = max(SHOWN_CONTENDERS, best_at + 1)
+    rest = [m["at_table_speed_ms"] for m in measured[shown:]]
+    more = (f", and {len(rest)} more ({sum(m is not None and m <= edge for m in rest)} within the "
+            "tier; best.yaml lists them)" if rest else "")
     pace = ("" if speed is None else
             f"; this machine ran {speed:.2f}x the table's times, so these are the measurements / {speed:.2f}")
     widened = check.get("widened_from")
     why_so_many = "" if not widened else f"; none of the top {widened} was within the tier"
     return [f"  final check: the top {len(rows)} by {metric} timed end to end ({check['rounds']} rounds; "
-            f"tier edge {edge:.3f} ms{pace}{why_so_many}): " + ", ".join(rows),
+            f"tier edge {edge:.3f} ms{pace}{why_so_many}): " + ", ".join(rows[:shown]) + more,
             f"  why trial {best['trial']}: {check['chosen']}"]
 
 
