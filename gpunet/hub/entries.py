@@ -99,6 +99,12 @@ class SearchOrigin:
         return entry_name(self.search_space, self.device, self.tier, self.dataset)
 
 
+def measured_latency(best: dict[str, Any]) -> float | None:
+    """A search's best network's measured latency (best.yaml's content): the final check's figure
+    at the latency table's speed, the raw one when the speed is unknown, None when unmeasured."""
+    return best.get("measured_at_table_speed_ms", best.get("measured_latency_ms"))
+
+
 def _edge_words(entry: HubEntry, device: str) -> str:
     """The entry's latency against its tier's upper edge, e.g. '1.114 ms, above the tier's 1.100 ms'."""
     latency, edge = entry.latency_ms[device], entry.details.get("tier_edge_ms")
@@ -122,12 +128,10 @@ def add_search_result(best: dict[str, Any], origin: SearchOrigin, directory: Pat
     what was done. A tier's entry outside the tier is what `python -m gpunet.hub --budget` would
     misjudge, so one within it wins over a more accurate one above it."""
     name = origin.entry_name
-    # the measured end-to-end latency at the latency table's speed (the final check's figure: a
-    # machine that runs slower than when its table was built would otherwise list a network of
-    # the 1 ms tier at 1.3 ms); the raw figure when the speed is unknown; the table's estimate
-    # when it could not be measured
-    raw = best.get("measured_latency_ms")
-    measured = best.get("measured_at_table_speed_ms", raw)
+    # the measured end-to-end latency at the latency table's speed (a machine that runs slower
+    # than when its table was built would otherwise list a network of the 1 ms tier at 1.3 ms);
+    # the table's estimate when it could not be measured
+    raw, measured = best.get("measured_latency_ms"), measured_latency(best)
     latency = float(measured if measured is not None else best["est_latency_ms"])
     entry = HubEntry(name=name, tier=origin.tier, dataset=origin.dataset,
                      top1=float(best["val_top1"]), resolution=int(best["resolution"]),

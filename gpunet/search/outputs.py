@@ -24,6 +24,7 @@ from hydra.plugins.launcher import Launcher  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from gpunet.files import save_figure, write_text  # noqa: E402
+from gpunet.hub.entries import measured_latency  # noqa: E402
 from gpunet.latency.stratify import Tier  # noqa: E402
 from gpunet.models import build_model, export_onnx, spec_cost  # noqa: E402
 from gpunet.search.final_check import (  # noqa: E402
@@ -249,7 +250,7 @@ def write_comparison(sweep_dir: Path, searches: dict[str, list[Trial]],
         curve = best_so_far(trials)
         best, chosen = best_trial(trials), bests.get(label) or {}
         check = chosen.get("final_check") or {}
-        latency = chosen.get("measured_at_table_speed_ms", chosen.get("measured_latency_ms"))
+        latency = measured_latency(chosen)
         edge = check.get("tier_edge_ms")
         rows.append({"search": label, "trials": sum(t.finished for t in trials),
                      "failed": sum(t.status == "failed" for t in trials),
