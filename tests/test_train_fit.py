@@ -118,6 +118,15 @@ def test_a_diverging_run_fails_with_a_clear_status(tmp_path, config) -> None:
     assert result.status == "failed" and "loss is nan" in result.error and result.epochs == 0
 
 
+def test_the_recipes_gradient_clipping_bounds_every_update(tmp_path, config) -> None:
+    huge_lr = ["recipe.epochs=2", "recipe.lr=1e10", "recipe.warmup_epochs=0"]
+    assert fit_candidate(config(*huge_lr), TINY, tmp_path / "free").status == "failed"
+    # the same lr with each gradient value clipped to 1e-20: every update is tiny
+    clipped = fit_candidate(config(*huge_lr, "recipe.clip_grad=1e-20", "recipe.clip_mode=value"), TINY,
+                            tmp_path / "clipped")
+    assert clipped.status == "completed" and clipped.epochs == 2
+
+
 def test_out_of_memory_fails_with_a_clear_status(tmp_path, monkeypatch, config) -> None:
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

@@ -10,12 +10,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 from timm.optim import RMSpropTF
 
+from gpunet.errors import ConfigError
 from gpunet.paths import CONF_DIR
 from gpunet.train.callbacks import MedianThresholds, median_stop
 from gpunet.train.data import build_datamodule
 from gpunet.train.loggers import run_id, wandb_mode
 from gpunet.train.module import CandidateModule
-from gpunet.train.recipe import build_optimizer, build_scheduler, precision, scaled_lr
+from gpunet.train.recipe import build_optimizer, build_scheduler, gradient_clipping, precision, scaled_lr
 
 GPUNET = OmegaConf.load(CONF_DIR / "recipe" / "gpunet.yaml")
 PROXY = OmegaConf.load(CONF_DIR / "recipe" / "proxy.yaml")
@@ -34,6 +35,15 @@ def test_gpunet_recipe_is_the_papers_table_5() -> None:
               "crop_pct": 1.0, "lr_base_batch": 1536, "smoothing": 0.1}
     assert {k: GPUNET[k] for k in table5} == table5
     assert set(GPUNET) == set(PROXY), "both recipes must set the same knobs"
+
+
+def test_gradient_clipping_is_off_by_default_and_refuses_bad_settings() -> None:
+    assert gradient_clipping(GPUNET) == {} and gradient_clipping(PROXY) == {}
+    clipped = OmegaConf.merge(PROXY, {"clip_grad": 1})
+    assert gradient_clipping(clipped) == {"gradient_clip_val": 1.0, "gradient_clip_algorithm": "norm"}
+    for bad in ({"clip_grad": 0}, {"clip_grad": -1}, {"clip_grad": 1, "clip_mode": "agc"}):
+        with pytest.raises(ConfigError, match="clip_grad"):
+            gradient_clipping(OmegaConf.merge(PROXY, bad))
 
 
 def test_optimizer_and_step_schedule_follow_the_recipe() -> None:

@@ -7,6 +7,7 @@ same optimizer and schedule.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig
 from timm.data import create_transform
@@ -29,6 +30,22 @@ def build_optimizer(model: nn.Module, recipe: DictConfig, global_batch: int) -> 
     return create_optimizer_v2(model, opt=recipe.opt, lr=scaled_lr(recipe, global_batch),
                                weight_decay=recipe.weight_decay, momentum=recipe.momentum,
                                eps=recipe.opt_eps)
+
+
+CLIP_MODES = ("norm", "value")  # Lightning's gradient_clip_algorithm values
+
+
+def gradient_clipping(recipe: DictConfig) -> dict[str, Any]:
+    """Lightning Trainer arguments for the recipe's `clip_grad` (timm's --clip-grad: the largest
+    gradient norm, or value, an update may use) and `clip_mode`; none when clip_grad is null."""
+    clip = recipe.get("clip_grad")
+    if clip is None:
+        return {}
+    mode = recipe.get("clip_mode", "norm")
+    if mode not in CLIP_MODES or not float(clip) > 0:
+        raise ConfigError(f"recipe.clip_grad={clip!r} with recipe.clip_mode={mode!r}: clip_grad must be "
+                          f"a number > 0 (or null: off) and clip_mode one of {list(CLIP_MODES)}")
+    return {"gradient_clip_val": float(clip), "gradient_clip_algorithm": mode}
 
 
 def build_scheduler(optimizer: Optimizer, recipe: DictConfig, updates_per_epoch: int) -> Scheduler:

@@ -30,7 +30,7 @@ from gpunet.train.callbacks import BestWeights, CurveRecorder, EpochProgress, Me
 from gpunet.train.data import build_datamodule
 from gpunet.train.loggers import build_loggers, uses_wandb
 from gpunet.train.module import CandidateModule
-from gpunet.train.recipe import precision
+from gpunet.train.recipe import gradient_clipping, precision
 
 Status = Literal["completed", "failed", "pruned"]
 LAST_CKPT = "last.ckpt"
@@ -172,7 +172,8 @@ def fit(settings: TrainSettings, spec: NetworkSpec | TimmNetwork,
     trainer = L.Trainer(default_root_dir=output_dir, max_epochs=settings.recipe.epochs,
                         accelerator=settings.accelerator, precision=settings.precision,
                         callbacks=[*callbacks, *([] if bar else [EpochProgress()])], logger=loggers,
-                        **{**limit, **settings.trainer, "enable_progress_bar": bar})
+                        **{**limit, **gradient_clipping(settings.recipe), **settings.trainer,
+                           "enable_progress_bar": bar})
     # step metrics at least once an epoch (Lightning warns when an epoch is shorter than the interval)
     batches = train_batches(trainer, len(datamodule.train), int(settings.recipe.batch_size))
     if 0 < batches < trainer.log_every_n_steps:
