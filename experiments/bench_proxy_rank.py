@@ -15,6 +15,9 @@ one of them ran is not run again) and resume when killed. Writes
 experiments/results/proxy_rank.{json,md,png}.
 
     nice -n 10 python experiments/bench_proxy_rank.py --dataset fashion_mnist --jobs 2
+    # against a reference whose seeds agree (the 10-epoch one diverges after its warm-up unclipped):
+    python experiments/bench_proxy_rank.py --dataset digits --reference 10ep_clip --proxy-seeds 3 \
+        --jobs 2 --name proxy_rank_digits_ref_clip
     python experiments/bench_proxy_rank.py --name proxy_rank_6_epochs recipe.epochs=6  # a variant
     python experiments/bench_proxy_rank.py --dataset fashion_mnist --report
     python experiments/bench_proxy_rank.py --reference 20ep_paper_lr --name proxy_rank_ref20 --jobs 2

@@ -13,6 +13,14 @@ experiments/results/search_payoff.{json,md,png}. Runs alone (searches use both c
 
     python experiments/bench_search_payoff.py --seeds 0 1 2 3 4    # ~10 searches of ~5 min
     python experiments/bench_search_payoff.py --report
+
+The re-trainings above are the search's own 3-epoch training, whose seeds spread by 0.02-0.03.
+`--longer` re-trains the bests recorded in search_payoff.json (no search runs) with a longer
+training that seeds agree on: LONGER, 10 epochs with the gradient clipped (against it the proxy
+ranks tier candidates at Spearman 0.9, experiments/results/proxy_rank_digits_ref_clip.md), and
+writes search_payoff_longer.{json,md}:
+
+    python experiments/bench_search_payoff.py --longer            # 30 trainings of ~30 s
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_data_signal import pooled_std  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from gpunet.console import setup as setup_console  # noqa: E402
@@ -44,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 SEARCHERS = ("random", "lamcts_bo")
 RETRAIN_SEEDS = (101, 102, 103)
+LONGER = ["recipe.epochs=10", "recipe.clip_grad=1.0"]  # bench_proxy_rank's 10ep_clip reference
 
 
 def search_dir(work: Path, searcher: str, seed: int) -> Path:
@@ -169,6 +179,43 @@ def report(work: Path, seeds: list[int], overrides: list[str], threads: int) -> 
     print(text)
 
 
+def report_longer(work: Path, threads: int) -> None:
+    """Re-train search_payoff.json's bests with LONGER (seeds RETRAIN_SEEDS) and compare."""
+    saved = json.loads((RESULTS / "search_payoff.json").read_text())
+    overrides = [*saved["overrides"], *LONGER]
+    torch.set_num_threads(threads)
+    rows, gains = [], []
+    for r in saved["per_seed"]:
+        means = {}
+        for searcher in SEARCHERS:
+            tops = [retrain(r[searcher]["encoding"], s, work, overrides) for s in RETRAIN_SEEDS]
+            r[searcher]["longer_top1"], means[searcher] = tops, float(np.mean(tops))
+        gains.append(means["lamcts_bo"] - means["random"])
+        cells = [f"trial {r[k]['trial']}: {' / '.join(f'{v:.4f}' for v in r[k]['longer_top1'])} "
+                 f"({means[k]:.4f})" for k in SEARCHERS]
+        rows.append(f"| {r['seed']} | {' | '.join(cells)} | {gains[-1]:+.4f} |")
+    spread = pooled_std([r[s]["longer_top1"] for r in saved["per_seed"] for s in SEARCHERS])
+    gains = np.array(gains)
+    out = {"overrides": overrides, "seeds": RETRAIN_SEEDS, "per_seed": saved["per_seed"],
+           "wins": int((gains > 0).sum()), "ties": int((gains == 0).sum()),
+           "median_gain": float(np.median(gains)), "seed_spread_pooled": spread}
+    write_json(RESULTS / "search_payoff_longer.json", out)
+    text = "\n".join([
+        "# Does the search pay off? The bests re-trained longer (issue 11, item 4)", "",
+        f"The best network of each search in search_payoff.md (data {saved['data']}), trained again "
+        f"with {' '.join(overrides)} (10 epochs instead of the search's 3, gradient norm clipped at 1: "
+        f"a training that seeds agree on), seeds {list(RETRAIN_SEEDS)}; val top-1 by seed (mean).", "",
+        "| seed | random's best | lamcts_bo's best | gain of the means |", "|---|---|---|---|", *rows, "",
+        f"- lamcts_bo ahead in **{out['wins']} of {len(gains)}** seeds ({out['ties']} ties), median gain "
+        f"**{out['median_gain']:+.4f}**",
+        f"- seed spread of this training (std over its 3 seeds, pooled over the {2 * len(gains)} networks): "
+        f"{spread:.4f}", "",
+        "Target: ahead in >= 4 of 5 seeds and a median gain above the seed spread.", "",
+        "Produced by `python experiments/bench_search_payoff.py --longer` (see its docstring).", ""])
+    write_text(RESULTS / "search_payoff_longer.md", text)
+    print(text)
+
+
 def plot(per_seed: list[dict], curves: dict[str, list[list[float]]]) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, searcher in enumerate(SEARCHERS):
@@ -209,9 +256,14 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only report the searches that finished")
     parser.add_argument("--run", nargs="+", choices=SEARCHERS, default=list(SEARCHERS),
                         help="run only these searchers' searches (the others must be in --work)")
+    parser.add_argument("--longer", action="store_true",
+                        help="re-train search_payoff.json's bests with LONGER instead (no search runs)")
     parser.add_argument("overrides", nargs="*", help="more overrides for every search and re-training")
     args = parser.parse_args()
     setup_console()
+    if args.longer:
+        report_longer(args.work, args.threads)
+        return
     if not args.report:
         for seed in args.seeds:
             for searcher in args.run:
