@@ -20,7 +20,7 @@ training that seeds agree on: LONGER, 10 epochs with the gradient clipped (again
 ranks tier candidates at Spearman 0.9, experiments/results/proxy_rank_digits_ref_clip.md), and
 writes search_payoff_longer.{json,md}:
 
-    python experiments/bench_search_payoff.py --longer            # 30 trainings of ~30 s
+    python experiments/bench_search_payoff.py --longer            # 30 trainings of ~45 s
 """
 
 from __future__ import annotations
