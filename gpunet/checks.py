@@ -91,6 +91,7 @@ RECIPE = [
     rule("recipe.ema_decay", BELOW_ONE),
     rule("recipe.resolution_scale", number(0, low_open=True)),
     rule("recipe.train_batches_per_epoch", integer(1), nullable=True),
+    rule("recipe.clip_grad", number(0, low_open=True), nullable=True),  # null: no clipping
 ]
 DATA = [
     rule("data.num_workers", integer(0)),

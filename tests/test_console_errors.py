@@ -111,10 +111,10 @@ def test_nonsense_numbers_are_each_named_with_their_range(shared, tmp_path):
     out = run(search_cmd(shared, tmp_path / "s", "objective=train", "tier.target_ms=1", "tier.tolerance_ms=2",
                          "search.batch_size=0", "search.max_failure_rate=1.5",
                          "search.pool.samples=0", "data.num_workers=-1", "recipe.batch_size=0",
-                         "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"), tmp_path)
+                         "recipe.clip_grad=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"), tmp_path)
     message = assert_one_line_error(out, "tier.tolerance_ms=2", "search.batch_size=0",
                                     "search.max_failure_rate=1.5", "search.pool.samples=0",
-                                    "data.num_workers=-1", "recipe.batch_size=0",
+                                    "data.num_workers=-1", "recipe.batch_size=0", "recipe.clip_grad=0",
                                     "hydra.launcher.n_jobs=0")
     assert "between 0 and 1" in message and "< tier.target_ms" in message
 
