@@ -6,9 +6,11 @@ allowed range: one table of (key, rule) per config group, one function per app.
     check_latency(cfg, app)      python -m gpunet.latency.build | stratify | validate
 
 Every problem found is reported at once in one ConfigError (printed as one line by the apps).
-A run that is all warm-up (recipe.epochs <= recipe.warmup_epochs) is a warning, not an error:
-its values rank nothing, but it is the cheapest smoke test of the whole pipeline (the tests and
-the GPU check train 1-2 epochs with the proxy recipe's 1 warm-up epoch).
+Two recipes that run but mislead are warnings, not errors (`recipe_warnings`):
+- a run that is all warm-up (recipe.epochs <= recipe.warmup_epochs): its values rank nothing,
+  but it is the cheapest smoke test of the whole pipeline (the tests and the GPU check train
+  1-2 epochs with the proxy recipe's 1 warm-up epoch);
+- a long run at the proxy's raised lr without gradient clipping, which diverged when measured.
 """
 
 from __future__ import annotations
@@ -192,22 +194,39 @@ def raise_if(problems: Sequence[str]) -> None:
         raise ConfigError(f"{len(problems)} bad settings: " + "; ".join(problems))
 
 
-def warm_up_warning(cfg: DictConfig) -> str | None:
-    """A run that ends before (or as) its warm-up does: its lr never reaches recipe.lr."""
-    epochs, warmup = _number(_select(cfg, "recipe.epochs")), _number(_select(cfg, "recipe.warmup_epochs"))
-    if epochs is None or warmup is None or warmup <= 0 or epochs > warmup:
-        return None
-    return (f"recipe.epochs={_show(cfg.recipe.epochs)} <= recipe.warmup_epochs="
+# Measured with the proxy recipe (experiments/results/proxy_rank_digits*.md): 10 epochs at its lr
+# of 0.24 diverged after the warm-up (train loss 2.3 -> 5, top-1 spread over seeds 0.110) unless
+# recipe.clip_grad=1.0 (spread 0.007); 3 epochs at 0.24, and 20 at the paper's 0.06
+# (table3_cpu_20ep.md), did not diverge unclipped.
+DIVERGED_EPOCHS, STABLE_LR = 10, 0.06
+
+
+def recipe_warnings(cfg: DictConfig) -> list[str]:
+    """Recipes that run but whose top-1 misleads: all warm-up (the lr never reaches recipe.lr),
+    or a long unclipped run at an lr above the paper's (it diverged when measured)."""
+    number_at = {key: _number(_select(cfg, f"recipe.{key}")) for key in ("epochs", "warmup_epochs", "lr")}
+    epochs, warmup, lr = number_at["epochs"], number_at["warmup_epochs"], number_at["lr"]
+    warnings = []
+    if epochs is not None and warmup is not None and 0 < warmup and epochs <= warmup:
+        warnings.append(
+            f"recipe.epochs={_show(cfg.recipe.epochs)} <= recipe.warmup_epochs="
             f"{_show(cfg.recipe.warmup_epochs)}: the whole run is warm-up (the lr never reaches "
             "recipe.lr), so its top-1 ranks nothing; fine for a smoke test, otherwise raise "
             "recipe.epochs or lower recipe.warmup_epochs")
+    if (epochs is not None and lr is not None and epochs >= DIVERGED_EPOCHS and lr > STABLE_LR
+            and _select(cfg, "recipe.clip_grad") is None):
+        warnings.append(
+            f"recipe.epochs={_show(cfg.recipe.epochs)} at recipe.lr={_show(cfg.recipe.lr)} without "
+            f"recipe.clip_grad: runs of {DIVERGED_EPOCHS} epochs at the proxy recipe's lr 0.24 "
+            "diverged after the warm-up unless clipped; add recipe.clip_grad=1.0 (or lower "
+            f"recipe.lr to {STABLE_LR:g}, the paper's)")
+    return warnings
 
 
 def check_train(cfg: DictConfig) -> None:
     """`python -m gpunet.train`: the recipe, data, seed and early-stopping numbers."""
     raise_if(broken(cfg, TRAINING) + data_source(cfg))
-    warning = warm_up_warning(cfg)
-    if warning:
+    for warning in recipe_warnings(cfg):
         log.warning(warning)
 
 
@@ -254,8 +273,7 @@ def check_search(cfg: DictConfig) -> None:
     if not any(p.startswith("seed=") for p in problems):  # the searcher needs a valid seed
         problems += _searcher_and_objective(cfg)
     raise_if(problems)
-    warning = warm_up_warning(cfg) if training else None
-    if warning:
+    for warning in recipe_warnings(cfg) if training else []:
         log.warning(warning)
 
 

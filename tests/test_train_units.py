@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from timm.optim import RMSpropTF
 
+from gpunet.checks import recipe_warnings
 from gpunet.errors import ConfigError
 from gpunet.paths import CONF_DIR
 from gpunet.train.callbacks import MedianThresholds, median_stop
@@ -44,6 +45,22 @@ def test_gradient_clipping_is_off_by_default_and_refuses_bad_settings() -> None:
     for bad in ({"clip_grad": 0}, {"clip_grad": -1}, {"clip_grad": 1, "clip_mode": "agc"}):
         with pytest.raises(ConfigError, match="clip_grad"):
             gradient_clipping(OmegaConf.merge(PROXY, bad))
+
+
+@pytest.mark.parametrize(("overrides", "warned"), [
+    ((), False),  # the search's 3 epochs at the proxy's lr 0.24
+    (("recipe.epochs=10",), True),  # measured to diverge
+    (("recipe.epochs=10", "recipe.clip_grad=1.0"), False),
+    (("recipe.epochs=20", "recipe.lr=0.06"), False),  # the paper's lr: measured stable
+    (("recipe=gpunet",), False),
+])
+def test_a_long_unclipped_run_at_the_proxys_lr_is_warned_about(composed, overrides, warned) -> None:
+    """10 epochs of the proxy recipe diverged unless clipped (proxy_rank_digits*.md): a user who
+    only raises recipe.epochs is told to add recipe.clip_grad."""
+    found = [w for w in recipe_warnings(composed("train", "arch=tiny", *overrides)) if "clip_grad" in w]
+    assert bool(found) is warned, found
+    if warned:
+        assert "recipe.clip_grad=1.0" in found[0] and "recipe.epochs=10" in found[0]
 
 
 def test_optimizer_and_step_schedule_follow_the_recipe() -> None:
