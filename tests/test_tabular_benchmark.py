@@ -76,6 +76,8 @@ def test_the_benchmark_runs_two_seeds_of_40_evaluations(tmp_path: Path) -> None:
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tmp_path / "nas_macro.md").read_text()
-    assert report.count("\n| ") == 1 + 7 * 2  # header + (searcher, q) rows
+    main_table, paired = report.split("paired by seed")
+    assert main_table.count("\n| ") == 1 + 7 * 2  # header + (searcher, q) rows
+    assert "\n| 1 | 2 | " in paired and "\n| 8 | 2 | " in paired  # lamcts_bo vs bo per q, 2 seeds
     assert (tmp_path / "nas_macro_best_so_far.png").stat().st_size > 0
     assert len(json.loads((tmp_path / "nas_macro_runs.json").read_text())) == 7 * 2 * 2
