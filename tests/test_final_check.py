@@ -35,7 +35,7 @@ def test_the_best_is_the_most_accurate_contender_measured_within_the_edge() -> N
     contenders = [trial(7, 0.95), trial(3, 0.93), trial(5, 0.90)]
     best, why = choose(contenders, [1.30, 1.12, 1.05], edge_ms=1.10)
     assert best.number == 5
-    assert "top 3" in why and "trial 7 (1.300 ms); trial 3 (1.120 ms)" in why
+    assert "top 3" in why and "trial 7 (1.300 ms, 18.2% above); trial 3 (1.120 ms, 1.8% above)" in why
     best, why = choose(contenders, [1.0, 1.2, 0.9], edge_ms=1.10)
     assert best.number == 7 and "more accurate" not in why
     best, why = choose(contenders, [1.3, 1.2, 1.15], edge_ms=1.10)  # none fits: keep the most accurate
@@ -78,6 +78,8 @@ def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_t
     assert check["measured"][0]["at_table_speed_ms"] == pytest.approx(
         check["measured"][0]["measured_latency_ms"] / check["speed"])
     assert "more accurate but measured above it: trial 0" in check["chosen"]
+    excess = 100 * (check["measured"][0]["at_table_speed_ms"] / edge - 1)
+    assert f"{excess:.1f}% above" in check["chosen"]
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert all(float(r["measured_latency_ms"]) > 0 for r in rows)

@@ -85,7 +85,9 @@ def choose(contenders: Sequence[Trial], ms: Sequence[float] | None, edge_ms: flo
     if not fits:
         return contenders[0], (f"the most accurate trial; none of the top {n} measured within the "
                                f"tier (<= {edge_ms:.3f} ms), so the best network is outside it")
-    above = "; ".join(f"trial {t.number} ({m:.3f} ms)" for t, m in zip(contenders[:fits[0]], ms))
+    # how far above: a margin of a few % is inside the spread of timings on a drifting machine
+    above = "; ".join(f"trial {t.number} ({m:.3f} ms, {100 * (m / edge_ms - 1):.1f}% above)"
+                      for t, m in zip(contenders[:fits[0]], ms))
     return contenders[fits[0]], (
         f"the most accurate of the top {n} trials whose measured latency is within the tier "
         f"(<= {edge_ms:.3f} ms)" + (f"; more accurate but measured above it: {above}" if above else ""))
