@@ -195,8 +195,9 @@ def render_markdown(
         "not make it the incumbent); 'found@n': the regret of the best network evaluated in the first n "
         "(by its mean, as re-training the few best would reveal it): the gap to regret@n is the noise's, "
         "not the search's. 'never': the median run did not get there within the budget. "
-        "Searcher knobs from conf/searcher/*.yaml as committed (defaults). "
-        "Produced by experiments/bench_nas_macro.py.",
+        "Searcher knobs from conf/searcher/*.yaml as committed (defaults)"
+        + (f", except --set {' '.join(args.set)}. " if args.set else ". ")
+        + "Produced by experiments/bench_nas_macro.py.",
         "",
         "| searcher | q | "
         + " | ".join(f"regret@{c}" for c in checkpoints)

@@ -115,7 +115,8 @@ def gp_rank_quality(searcher, objective, rng: np.random.Generator, n_probe: int 
     idx, values = searcher.observed()
     train = cap_training_set(values, searcher.gp.max_train, rng)
     x, y = normalise(searcher.pool[idx[train]], searcher.cardinalities), values[train]
-    model = build_gp(x, y, fit_hyperparameters(x, y, searcher.gp.fit_maxiter, seed=0))
+    kernel = searcher.gp.kernel
+    model = build_gp(x, y, fit_hyperparameters(x, y, searcher.gp.fit_maxiter, seed=0, kernel=kernel), kernel)
     probe = rng.choice(len(searcher.pool), size=min(n_probe, len(searcher.pool)), replace=False)
     with torch.no_grad():
         mean = model.posterior(torch.as_tensor(normalise(searcher.pool[probe], searcher.cardinalities)))

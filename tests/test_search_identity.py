@@ -121,6 +121,16 @@ def test_a_journaled_trial_must_match_its_pool_row():
         pool.row_of(Trial(0, 0, [1, 0], 1.1, pool_index=0))
 
 
+def test_a_search_journaled_before_the_kernel_knob_resumes_with_the_ordinal_kernel():
+    """A journal written before `searcher.kernel` existed used the ordinal kernel: the default
+    config (ordinal) resumes it, a categorical one is refused."""
+    before = {"searcher": {"name": "bo", "n_init": 4}, "seed": 0}
+    now = {"searcher": {"name": "bo", "n_init": 4, "kernel": "ordinal"}, "seed": 0}
+    check_same_search(before, now, "d")
+    with pytest.raises(SearchMismatch, match="searcher.kernel: 'ordinal' in the journal, 'categorical' now"):
+        check_same_search(before, {**now, "searcher": {**now["searcher"], "kernel": "categorical"}}, "d")
+
+
 @pytest.mark.parametrize(("knob", "value"), [("n_generated", 1000), ("screened_per_row", 1000)])
 def test_a_search_journaled_before_a_knob_existed_resumes_with_it_set_to_0(knob, value):
     before = {"searcher": {"name": "lamcts_bo", "n_init": 4}, "seed": 0}

@@ -3,12 +3,13 @@
 
 import numpy as np
 import pytest
+import torch
 
 from gpunet.search.searchers import SEARCHERS, make_searcher
 from gpunet.search.searchers import bo as bo_module
 from gpunet.search.searchers.base import Searcher
 from gpunet.search.searchers.evolution import EvolutionSettings
-from gpunet.search.searchers.gp import GPSettings, cap_training_set
+from gpunet.search.searchers.gp import GPSettings, build_gp, cap_training_set
 from gpunet.search.searchers.lamcts import LAMCTSSearcher
 from gpunet.search.searchers.local_search import LocalSearchSettings
 from gpunet.search.searchers.partition import (
@@ -168,9 +169,9 @@ def test_hyperparameters_are_refitted_every_refit_every_observations(
     fitted_at: list[int] = []
     original = bo_module.fit_hyperparameters
 
-    def spy(x, y, maxiter, seed):
+    def spy(x, y, maxiter, seed, kernel):
         fitted_at.append(len(y))
-        return original(x, y, maxiter, seed)
+        return original(x, y, maxiter, seed, kernel)
 
     monkeypatch.setattr(bo_module, "fit_hyperparameters", spy)
     searcher = make_searcher({"name": name, **FAST[name], "refit_every": 4}, grid_pool(), CARD)
@@ -346,6 +347,23 @@ def test_cap_training_set_keeps_the_best_half() -> None:
     np.testing.assert_array_equal(cap_training_set(values[:10], 20, np.random.default_rng(0)), np.arange(10))
 
 
+@pytest.mark.parametrize(("kernel", "same"), [("categorical", True), ("ordinal", False)])
+def test_a_categorical_gp_sees_every_other_choice_of_a_digit_as_equally_far(kernel: str, same: bool) -> None:
+    """The Hamming view: choice 1 and choice 3 of a digit are as unlike choice 0 as each other;
+    the ordinal view puts choice 1 nearer."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, size=(30, 6)) / 3.0
+    y = rng.normal(size=30)
+    model = build_gp(x, y, kernel=kernel)
+    base = x[:1]
+    near, far = base.copy(), base.copy()
+    near[0, 0] = (base[0, 0] * 3 + 1) % 4 / 3.0
+    far[0, 0] = (base[0, 0] * 3 + 2) % 4 / 3.0
+    pair = torch.as_tensor(np.vstack([near, far]))
+    kernel_values = model.covar_module(torch.as_tensor(base), pair).to_dense()
+    assert bool(torch.isclose(kernel_values[0, 0], kernel_values[0, 1])) is same
+
+
 # ---- configs and validation -----------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(SEARCHERS))
 def test_every_config_builds_with_knobs_equal_to_the_code_defaults(composed, name: str) -> None:
@@ -379,6 +397,7 @@ def test_every_config_builds_with_knobs_equal_to_the_code_defaults(composed, nam
         (lambda: make_searcher({"name": "lamcts_bo", "svm_kernel": "tree"}, grid_pool(), CARD), "svm_kernel"),
         (lambda: make_searcher({"name": "lamcts_bo", "svm_gamma": "x"}, grid_pool(), CARD), "svm_gamma"),
         (lambda: make_searcher({"name": "lamcts_bo", "cp": -1}, grid_pool(), CARD), "cp is -1"),
+        (lambda: make_searcher({"name": "bo", "kernel": "hamming"}, grid_pool(), CARD), "kernel is 'ham"),
         (
             lambda: make_searcher(
                 {"name": "evolution", **FAST["evolution"], "sample_size": 9}, grid_pool(), CARD

@@ -74,6 +74,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 ADDED_SINCE = {
     "searcher.n_generated": 0,  # 0: the pool only (before the search left the pool)
     "searcher.screened_per_row": 0,  # 0: no analytic screen (before it existed)
+    "searcher.kernel": "ordinal",  # the GP's only kernel before the knob existed
 }
 
 

@@ -83,7 +83,8 @@ class BOSearcher(Searcher):
         if data is None:
             anchor, data = self.n_observed, self._training_set()
         if self._fitted is None or self._fitted[0] != anchor:
-            fit = fit_hyperparameters(*data, self.gp.fit_maxiter, seed=self.seed + anchor)
+            fit = fit_hyperparameters(*data, self.gp.fit_maxiter, seed=self.seed + anchor,
+                                      kernel=self.gp.kernel)
             self._fitted = (anchor, fit)
         return self._fitted[1]
 
@@ -119,7 +120,7 @@ class BOSearcher(Searcher):
         if hyperparameters is None:
             self.diagnostics["mode"] = "random-fit-failed"
             return rng.choice(distinct, size=q, replace=False), FALLBACK
-        model = build_gp(*data, hyperparameters)
+        model = build_gp(*data, hyperparameters, kernel=self.gp.kernel)
         seen = normalise(np.concatenate([self.pool[distinct], bred]), self.cardinalities)
         kept = screen(model, seen, n_scored)
         positions = kept  # q >= n_candidates: the screen's best q are the batch

@@ -18,6 +18,7 @@ from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.exceptions.errors import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
+from botorch.models.kernels.categorical import CategoricalKernel
 from botorch.models.transforms.outcome import Standardize
 from botorch.optim import optimize_acqf_discrete
 from botorch.sampling import SobolQMCNormalSampler
@@ -26,6 +27,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpunet.search.searchers.base import AUTO, require_ints
 
 Hyperparameters = dict[str, torch.Tensor]
+KERNELS = ("ordinal", "categorical")  # how the GP compares two encodings (GPSettings.kernel)
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,11 @@ class GPSettings:
     mc_samples: int = 64
     n_generated: int = 1000
     screened_per_row: int = 1000
+    kernel: str = "ordinal"
 
     def __post_init__(self) -> None:
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel is {self.kernel!r}; choose one of {KERNELS}")
         require_ints(
             self,
             {
@@ -78,14 +83,19 @@ def cap_training_set(values: np.ndarray, max_train: int, rng: np.random.Generato
 
 
 def build_gp(
-    train_x: np.ndarray, train_y: np.ndarray, hyperparameters: Hyperparameters | None = None
+    train_x: np.ndarray, train_y: np.ndarray, hyperparameters: Hyperparameters | None = None,
+    kernel: str = "ordinal",
 ) -> SingleTaskGP:
     """SingleTaskGP on normalised inputs with standardised outcomes, optionally with given
-    hyper-parameters (the outcome standardisation always comes from `train_y`)."""
+    hyper-parameters (the outcome standardisation always comes from `train_y`).
+    `kernel`: ordinal (BoTorch's default RBF on the digits scaled to [0, 1]: choice 2 is nearer
+    choice 1 than choice 0) or categorical (exp(-mean over digits of [digit differs] / its
+    lengthscale): every other choice of a digit is equally far, the Hamming view)."""
     model = SingleTaskGP(
         torch.as_tensor(train_x, dtype=torch.double),
         torch.as_tensor(train_y, dtype=torch.double).unsqueeze(-1),
         outcome_transform=Standardize(m=1),
+        covar_module=CategoricalKernel(ard_num_dims=train_x.shape[1]) if kernel == "categorical" else None,
     )
     if hyperparameters is not None:
         model.load_state_dict(hyperparameters, strict=False)
@@ -93,12 +103,12 @@ def build_gp(
 
 
 def fit_hyperparameters(
-    train_x: np.ndarray, train_y: np.ndarray, fit_maxiter: int, seed: int
+    train_x: np.ndarray, train_y: np.ndarray, fit_maxiter: int, seed: int, kernel: str = "ordinal"
 ) -> Hyperparameters | None:
     """Maximum-marginal-likelihood GP hyper-parameters, or None when fitting fails."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_gp(train_x, train_y).train()
+        model = build_gp(train_x, train_y, kernel=kernel).train()
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         try:
             with warnings.catch_warnings():
