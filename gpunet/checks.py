@@ -120,6 +120,7 @@ SEARCH = [
     rule("search.final_check.top", integer(1)),
     rule("search.final_check.rounds", integer(1)),
     rule("search.final_check.widen", integer(1)),
+    rule("search.final_check.settle", integer(0)),
     rule("seed", integer(0)),
 ]
 LATENCY = [

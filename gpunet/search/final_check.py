@@ -48,10 +48,13 @@ class FinalCheck:
     top: int
     rounds: int
     widen: int
+    settle: int = 1  # measurements taken and discarded first: right after the last training, the
+    #                  first read a median 6% above the next four (final_check_noise.md)
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any]) -> FinalCheck:
-        return cls(int(node["top"]), int(node["rounds"]), int(node["widen"]))
+        return cls(int(node["top"]), int(node["rounds"]), int(node["widen"]),
+                   int(node.get("settle", cls.settle)))  # absent from searches' configs before it
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,17 @@ def latency_job_overrides(base: Sequence[str], contenders: Sequence[Trial], roun
 
 def measure_contenders(search_dir: Path, contenders: Sequence[Trial], specs: Sequence[NetworkSpec],
                        rounds: int, measure: Measure, where: Mapping[str, str],
-                       launcher: Launcher | None, overrides: Sequence[str], next_job: int) -> Measured:
-    """The contenders' end-to-end latencies: timed in this process when the backend runs here,
-    else by a launcher job (numbered `next_job`); null with a note when neither could.
+                       launcher: Launcher | None, overrides: Sequence[str], next_job: int,
+                       settle: int = 0) -> Measured:
+    """The contenders' end-to-end latencies: timed in this process when the backend runs here
+    (after `settle` measurements that are discarded), else by a launcher job (numbered
+    `next_job`, a fresh process on an idle node); null with a note when neither could.
     `where` names the config's `device` and `backend` for that note."""
     from gpunet.latency.backends import BackendUnavailable
 
     try:
+        for _ in range(settle):
+            measure(specs, rounds)
         measured = measure(specs, rounds)
         return Measured(measured, _measured_on(measured.context, "sweeper"))
     except BackendUnavailable as err:

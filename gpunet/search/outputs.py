@@ -169,21 +169,21 @@ def write_best(search_dir: Path, trials: list[Trial], settings: OutputSettings,
     edge, final, ranking = settings.band[1], settings.final, ranked(trials)
     next_job = max((t.job for t in trials), default=-1) + 1
 
-    def timed(contenders: list[Trial], job: int) -> tuple[list[NetworkSpec], Measured]:
+    def timed(contenders: list[Trial], job: int, settle: int) -> tuple[list[NetworkSpec], Measured]:
         specs = [_network(t, settings) for t in contenders]
         return specs, measure_contenders(
             search_dir, contenders, specs, final.rounds, settings.measure,
-            {"device": settings.device, "backend": settings.backend}, launcher, overrides, job)
+            {"device": settings.device, "backend": settings.backend}, launcher, overrides, job, settle)
 
     contenders = ranking[:final.top]
-    specs, measured = timed(contenders, next_job)
+    specs, measured = timed(contenders, next_job, final.settle)  # the machine settles from training
     result, widened_from = measured.result, None
     if (result is not None and min(result.at_table_speed) > edge
             and len(ranking) > len(contenders) and final.widen > final.top):
         log.info("none of the top %d measured within the tier's edge (%.3f ms): timing the top %d",
                  final.top, edge, final.widen)
         widened_from, contenders = len(contenders), ranking[:final.widen]
-        specs, measured = timed(contenders, next_job + 1)
+        specs, measured = timed(contenders, next_job + 1, 0)  # settled by the first timing
         result = measured.result
     best, why = choose(contenders, result and result.at_table_speed, edge)
     spec = specs[contenders.index(best)]
