@@ -96,7 +96,7 @@ def test_a_search_ends_with_the_most_accurate_network_that_measures_within_the_t
     assert best["trial"] == 1 and best["encoding"] == light and best["measured_at_table_speed_ms"] <= edge
     stored = yaml.safe_load((tmp_path / "best.yaml").read_text())
     check = stored["final_check"]
-    assert [m["trial"] for m in check["measured"]] == [0, 1] and check["rounds"] == 2
+    assert [m["trial"] for m in check["measured"]] == [0, 1] and check["rounds"] == 2 and check["settle"] == 1
     assert check["speed"] > 0 and check["measured"][0]["at_table_speed_ms"] > edge
     assert check["measured"][0]["at_table_speed_ms"] == pytest.approx(
         check["measured"][0]["measured_latency_ms"] / check["speed"])

@@ -201,6 +201,7 @@ def write_best(search_dir: Path, trials: list[Trial], settings: OutputSettings,
         **measured.fields(),
         "latency_context": {"device": settings.device, "backend": settings.backend},
         "final_check": {"chosen": why, "tier_edge_ms": edge, "rounds": final.rounds,
+                        "settle": final.settle,  # measurements of the top discarded first
                         "widened_from": widened_from,  # the top first timed, when none of them fitted
                         "speed": result and result.speed,  # time now / when the table was measured
                         "measured": [{"trial": t.number, settings.metric: t.value,
