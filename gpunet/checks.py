@@ -205,8 +205,7 @@ DIVERGED_EPOCHS, STABLE_LR = 10, 0.06
 def recipe_warnings(cfg: DictConfig) -> list[str]:
     """Recipes that run but whose top-1 misleads: all warm-up (the lr never reaches recipe.lr),
     or a long unclipped run at an lr above the paper's (it diverged when measured)."""
-    number_at = {key: _number(_select(cfg, f"recipe.{key}")) for key in ("epochs", "warmup_epochs", "lr")}
-    epochs, warmup, lr = number_at["epochs"], number_at["warmup_epochs"], number_at["lr"]
+    epochs, warmup, lr = (_number(_select(cfg, f"recipe.{key}")) for key in ("epochs", "warmup_epochs", "lr"))
     warnings = []
     if epochs is not None and warmup is not None and 0 < warmup and epochs <= warmup:
         warnings.append(
